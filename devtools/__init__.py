@@ -1,0 +1,1 @@
+"""Development-only tools: template reading, DynamoDB Local, the local stack, OpenAPI."""

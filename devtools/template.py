@@ -1,0 +1,135 @@
+"""Read `template.yaml`, the single source of truth for tables, functions and routes.
+
+Tests, the local stack and benchmarks take table keys, function environments and API
+routes from here instead of copying them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = PROJECT_ROOT / "template.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """A YAML loader that keeps CloudFormation's short-form intrinsics (`!Ref`, `!Sub`...)."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt" and isinstance(value, str):
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@functools.cache
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as handle:
+        document = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(document, dict):
+        raise ValueError(f"{path} is not a CloudFormation template")
+    return document
+
+
+def resource(logical_id: str, template: dict[str, Any] | None = None) -> dict[str, Any]:
+    resources: dict[str, Any] = (template or load_template())["Resources"]
+    try:
+        found: dict[str, Any] = resources[logical_id]
+    except KeyError:
+        raise KeyError(f"template.yaml has no resource {logical_id!r}") from None
+    return found
+
+
+def parameter_defaults(template: dict[str, Any] | None = None) -> dict[str, Any]:
+    parameters: dict[str, Any] = (template or load_template()).get("Parameters", {})
+    return {name: spec.get("Default") for name, spec in parameters.items()}
+
+
+def create_table_request(table_name: str, logical_id: str = "CreditsTable") -> dict[str, Any]:
+    """The `CreateTable` arguments for a table defined in the template, under another name."""
+    properties = resource(logical_id)["Properties"]
+    request: dict[str, Any] = {
+        "TableName": table_name,
+        "AttributeDefinitions": properties["AttributeDefinitions"],
+        "KeySchema": properties["KeySchema"],
+        "BillingMode": properties.get("BillingMode", "PAY_PER_REQUEST"),
+    }
+    for index_kind in ("GlobalSecondaryIndexes", "LocalSecondaryIndexes"):
+        if properties.get(index_kind):
+            request[index_kind] = properties[index_kind]
+    if properties.get("StreamSpecification"):
+        request["StreamSpecification"] = {"StreamEnabled": True, **properties["StreamSpecification"]}
+    return request
+
+
+def ttl_attribute(logical_id: str = "CreditsTable") -> str | None:
+    spec = resource(logical_id)["Properties"].get("TimeToLiveSpecification")
+    return spec["AttributeName"] if spec and spec.get("Enabled") else None
+
+
+def _resolve(value: Any, substitutions: dict[str, str]) -> str:
+    """Resolve the few intrinsics the template uses in environment variables."""
+    if isinstance(value, str | int | float):
+        return str(value)
+    if isinstance(value, dict) and "Ref" in value:
+        return substitutions.get(value["Ref"], value["Ref"])
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"]
+        for name, replacement in substitutions.items():
+            text = text.replace("${" + name + "}", replacement)
+        return str(text)
+    raise ValueError(f"unsupported intrinsic in an environment variable: {value!r}")
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    code_dir: Path
+    handler: str
+    environment: dict[str, str]
+    events: dict[str, Any]
+
+
+def functions(substitutions: dict[str, str] | None = None) -> dict[str, FunctionSpec]:
+    """Every `AWS::Serverless::Function`, with Globals merged into its environment.
+
+    `substitutions` maps `Ref`/`${...}` names (parameters, resources) to local values.
+    """
+    template = load_template()
+    values = {k: str(v) for k, v in parameter_defaults(template).items() if v is not None}
+    values.update(substitutions or {})
+    global_env = template.get("Globals", {}).get("Function", {}).get("Environment", {})
+    global_vars = global_env.get("Variables", {})
+    specs: dict[str, FunctionSpec] = {}
+    for logical_id, definition in template["Resources"].items():
+        if definition.get("Type") != "AWS::Serverless::Function":
+            continue
+        properties = definition["Properties"]
+        own_vars = properties.get("Environment", {}).get("Variables", {})
+        environment = {
+            name: _resolve(value, values) for name, value in {**global_vars, **own_vars}.items()
+        }
+        specs[logical_id] = FunctionSpec(
+            logical_id=logical_id,
+            code_dir=PROJECT_ROOT / properties["CodeUri"],
+            handler=properties["Handler"],
+            environment=environment,
+            events=properties.get("Events", {}),
+        )
+    return specs

@@ -1,0 +1,123 @@
+"""Validated requests for ledger operations (the boundary models of every write)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Self
+
+from pydantic import Field, StringConstraints, model_validator
+
+from serverless_credits.models import (
+    AccountId,
+    ActionName,
+    CamelModel,
+    Endpoint,
+    IdempotencyKey,
+    Metadata,
+    PositiveAmount,
+    Quantity,
+    Reference,
+    ShortText,
+    SubscriptionStatus,
+)
+from serverless_credits.money import MAX_AMOUNT, Credits
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+
+
+class StrictCommand(CamelModel):
+    """Commands reject unknown fields: a typo must not be silently ignored."""
+
+    model_config = CamelModel.model_config | {"extra": "forbid"}
+
+
+class DebitCommand(StrictCommand):
+    """Charge an account, by `amount` or by `action` x `quantity` from the price list."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    amount: PositiveAmount | None = None
+    action: ActionName | None = None
+    quantity: Quantity | None = None
+    description: ShortText = ""
+    endpoint: Endpoint | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _amount_or_action(self) -> Self:
+        if (self.amount is None) == (self.action is None):
+            raise ValueError("give exactly one of 'amount' or 'action'")
+        if self.quantity is not None and self.action is None:
+            raise ValueError("'quantity' goes with 'action'")
+        return self
+
+
+class CreditCommand(StrictCommand):
+    """Add credits: a purchase (top-up) or a promotional grant."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    amount: PositiveAmount
+    description: ShortText = ""
+    reference: Reference | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class AdjustmentCommand(StrictCommand):
+    """An operator's correction, up or down; always with a reason."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    amount: Credits
+    reason: Reason
+    reference: Reference | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _bounded_nonzero(self) -> Self:
+        if self.amount == 0 or abs(self.amount) > MAX_AMOUNT:
+            raise ValueError(f"amount must be non-zero and at most {MAX_AMOUNT} either way")
+        return self
+
+
+class RefundCommand(StrictCommand):
+    """Give back all or part of one debit. `failedCall` marks a call that did not happen."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    amount: PositiveAmount | None = None  # None: whatever remains refundable
+    reason: ShortText = ""
+    failed_call: bool = False
+
+
+class CreateAccountCommand(StrictCommand):
+    account_id: AccountId
+    currency: Currency = "USD"
+    credit_price: Credits = Decimal("0.01")
+    overdraft_limit: Credits = Decimal(0)
+    low_balance_threshold: Credits | None = None
+    plan: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,20}$")] = "free"
+    email: Annotated[str, StringConstraints(max_length=254)] | None = None
+    subscription_status: SubscriptionStatus = SubscriptionStatus.INACTIVE
+    subscription_id: Annotated[str, StringConstraints(max_length=128)] | None = None
+    opening_balance: Credits = Decimal(0)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Self:
+        if self.credit_price < 0 or self.overdraft_limit < 0:
+            raise ValueError("creditPrice and overdraftLimit cannot be negative")
+        if not 0 <= self.opening_balance <= MAX_AMOUNT:
+            raise ValueError("openingBalance must be between 0 and the maximum amount")
+        return self
+
+
+__all__ = [
+    "ActionName",
+    "AdjustmentCommand",
+    "CreateAccountCommand",
+    "CreditCommand",
+    "DebitCommand",
+    "RefundCommand",
+]

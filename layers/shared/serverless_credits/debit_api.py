@@ -1,0 +1,42 @@
+"""The Debit function's contract: a JSON request in, a result or a typed error out.
+
+Expected refusals (no credits, suspended, unknown account, reused key, bad input) are
+returned as `{"error": {...}}`; only unexpected failures raise, so Lambda reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from serverless_credits.commands import DebitCommand, RefundCommand
+from serverless_credits.errors import CreditsError, ValidationFailed
+from serverless_credits.ledger import Ledger
+from serverless_credits.models import OperationResult
+from serverless_credits.responses import debit_error, validation_error
+
+OPERATIONS = ("debit", "refund")
+
+
+def handle(event: Any, ledger: Ledger) -> dict[str, Any]:
+    if not isinstance(event, Mapping):
+        return debit_error(ValidationFailed("The request must be a JSON object"))
+    request = dict(event)
+    operation = request.pop("operation", "debit")
+    if operation not in OPERATIONS:
+        return debit_error(
+            ValidationFailed(f"operation must be one of {OPERATIONS}", {"field": "operation"})
+        )
+    try:
+        result: OperationResult
+        if operation == "refund":
+            result = ledger.refund(RefundCommand.model_validate(request))
+        else:
+            result = ledger.debit(DebitCommand.model_validate(request))
+    except ValidationError as exc:
+        return {"error": validation_error(exc)}
+    except CreditsError as exc:
+        return debit_error(exc)
+    return result.model_dump(mode="json", by_alias=True)

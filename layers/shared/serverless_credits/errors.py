@@ -1,0 +1,97 @@
+"""Domain errors. Each carries the stable code that clients see."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+
+class CreditsError(Exception):
+    """Base of every expected, client-visible failure."""
+
+    code = "CREDITS_ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ValidationFailed(CreditsError):
+    code = "VALIDATION_ERROR"
+
+
+class AccountNotFound(CreditsError):
+    code = "ACCOUNT_NOT_FOUND"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__("Account not found", {"accountId": account_id})
+
+
+class AccountAlreadyExists(CreditsError):
+    code = "ACCOUNT_EXISTS"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__("Account already exists", {"accountId": account_id})
+
+
+class AccountSuspended(CreditsError):
+    """The account is suspended or closed: it cannot be debited."""
+
+    code = "ACCOUNT_SUSPENDED"
+
+    def __init__(self, account_id: str, status: str) -> None:
+        super().__init__(f"Account is {status}", {"accountId": account_id, "status": status})
+
+
+class InsufficientCredits(CreditsError):
+    code = "INSUFFICIENT_CREDITS"
+
+    def __init__(self, available: Decimal, requested: Decimal) -> None:
+        super().__init__(
+            "Insufficient credits", {"available": available, "requested": requested}
+        )
+        self.available = available
+
+
+class IdempotencyConflict(CreditsError):
+    code = "IDEMPOTENCY_CONFLICT"
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(
+            "Idempotency key was already used with different parameters",
+            {"idempotencyKey": idempotency_key},
+        )
+
+
+class UnknownAction(ValidationFailed):
+    def __init__(self, action: str) -> None:
+        super().__init__(f"Unknown billable action {action!r}", {"field": "action"})
+
+
+class TransactionNotFound(CreditsError):
+    code = "TRANSACTION_NOT_FOUND"
+
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__("Transaction not found", {"transactionId": transaction_id})
+
+
+class RefundNotAllowed(CreditsError):
+    """The refund would exceed what remains refundable, or targets a non-debit."""
+
+    code = "REFUND_NOT_ALLOWED"
+
+
+class ApiKeyNotRecognised(CreditsError):
+    code = "FORBIDDEN"
+
+    def __init__(self) -> None:
+        super().__init__("API key is not linked to an account")
+
+
+class ServiceBusy(Exception):
+    """Retries were exhausted on contention or throttling: transient, safe to retry later."""
+
+
+class StorageError(Exception):
+    """An unexpected storage failure (not a client's fault)."""

@@ -1,0 +1,216 @@
+"""Stored items and the results of operations (pydantic, camelCase on the wire and in
+DynamoDB). `store` converts them to and from DynamoDB attribute values."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from serverless_credits.money import Credits, PositiveAmount, Quantity
+
+AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{3,64}$")]
+IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:#-]{1,128}$")]
+ActionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+Endpoint = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MetadataValue = Annotated[str, StringConstraints(max_length=256)] | int | bool
+Metadata = Annotated[dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue], Field(max_length=20)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    CLOSED = "closed"
+
+
+class SubscriptionStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    CANCELLED = "cancelled"
+    PAST_DUE = "past_due"
+
+
+class EntryType(StrEnum):
+    DEBIT = "debit"
+    TOPUP = "topup"
+    GRANT = "grant"
+    ADJUSTMENT = "adjustment"
+    REFUND = "refund"
+    # Reserved for holds and grant expiry (later issues); the ledger already accepts them.
+    HOLD = "hold"
+    CAPTURE = "capture"
+    RELEASE = "release"
+    EXPIRY = "expiry"
+
+
+class Account(CamelModel):
+    """An account and its balance: one item, the only one a debit writes on its partition."""
+
+    account_id: AccountId
+    status: AccountStatus = AccountStatus.ACTIVE
+    currency: str = "USD"
+    credit_price: Credits = Decimal("0.1")
+    overdraft_limit: Credits = Decimal(0)
+    low_balance_threshold: Credits | None = None
+    auto_reload_enabled: bool = False
+    auto_reload_threshold: Credits | None = None
+    auto_reload_amount: Credits | None = None
+    subscription_status: SubscriptionStatus = SubscriptionStatus.INACTIVE
+    subscription_id: str | None = None
+    plan: str = "free"
+    email: str | None = None
+    flagged: bool = False
+    fraud_warning: str | None = None
+    balance: Credits = Decimal(0)
+    reserved: Credits = Decimal(0)
+    used: Credits = Decimal(0)
+    total: Credits = Decimal(0)
+    lifetime_requests: int = 0
+    version: int = 0
+    last_entry_at: AwareDatetime | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.reserved
+
+    @property
+    def spendable(self) -> Decimal:
+        """What a debit may take: available plus the overdraft allowance."""
+        return self.available + self.overdraft_limit
+
+    @property
+    def low_balance(self) -> bool:
+        return self.low_balance_threshold is not None and self.available <= self.low_balance_threshold
+
+
+class LedgerEntry(CamelModel):
+    """One immutable ledger line. `amount` is signed; `sequence` is gapless per account."""
+
+    account_id: AccountId
+    transaction_id: str
+    sequence: int
+    type: EntryType
+    amount: Credits
+    balance_after: Credits
+    description: ShortText = ""
+    reference: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    action: str | None = None
+    quantity: Credits | None = None
+    endpoint: str | None = None
+    refund_of: str | None = None
+    idempotency_key: str | None = None
+    created_at: AwareDatetime
+
+    @property
+    def day(self) -> date:
+        return self.created_at.date()
+
+
+class OperationResult(CamelModel):
+    """What a ledger write returns (and what a replay returns again)."""
+
+    transaction_id: str
+    amount: Credits
+    balance_after: Credits
+    available: Credits
+    replayed: bool = False
+
+
+class IdempotencyRecord(CamelModel):
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    fingerprint: str
+    # A fresh token per logical call: tells our own retried write from another caller's replay.
+    request_token: str
+    result: OperationResult
+    created_at: AwareDatetime
+    expires_at: int  # epoch seconds: the table's TTL attribute
+
+
+class UsageIncrement(CamelModel):
+    """What one ledger write adds to its day's usage aggregate."""
+
+    day: date
+    calls: int = 0
+    failed: int = 0
+    credits_used: Decimal = Decimal(0)
+    by_type: dict[str, Decimal] = Field(default_factory=dict)
+    by_endpoint: dict[str, int] = Field(default_factory=dict)
+    by_endpoint_credits: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class DailyUsage(CamelModel):
+    day: date
+    calls: int = 0
+    failed: int = 0
+    credits_used: Credits = Decimal(0)
+    by_type: dict[str, Decimal] = Field(default_factory=dict)
+    by_endpoint: dict[str, int] = Field(default_factory=dict)
+    by_endpoint_credits: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class PriceList(CamelModel):
+    """Billable action -> credits per unit (Voxpria: voice call per minute = 3, SMS = 1)."""
+
+    version: int = 1
+    prices: dict[ActionName, PositiveAmount]
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+
+
+DEFAULT_PRICES: dict[str, Decimal] = {
+    "voice_call_minute": Decimal(3),
+    "sms": Decimal(1),
+    "transcription_minute": Decimal(1),
+    "api_call": Decimal(1),
+}
+
+
+class ApiKeyMapping(CamelModel):
+    api_key_id: str
+    account_id: AccountId
+    plan: str
+    created_at: AwareDatetime
+
+
+__all__ = [
+    "Account",
+    "AccountId",
+    "AccountStatus",
+    "ActionName",
+    "ApiKeyMapping",
+    "DailyUsage",
+    "Endpoint",
+    "EntryType",
+    "IdempotencyKey",
+    "IdempotencyRecord",
+    "LedgerEntry",
+    "Metadata",
+    "OperationResult",
+    "PositiveAmount",
+    "PriceList",
+    "Quantity",
+    "Reference",
+    "ShortText",
+    "SubscriptionStatus",
+    "UsageIncrement",
+    "utc_now",
+]

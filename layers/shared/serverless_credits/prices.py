@@ -1,0 +1,48 @@
+"""The price list: billable action -> credits per unit, cached briefly per function."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+from serverless_credits.errors import UnknownAction, ValidationFailed
+from serverless_credits.models import DEFAULT_PRICES, PriceList
+from serverless_credits.money import MAX_AMOUNT, quantize
+from serverless_credits.store import CreditsStore
+
+
+class PriceCatalog:
+    def __init__(
+        self,
+        store: CreditsStore,
+        cache_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._cache_seconds = cache_seconds
+        self._monotonic = monotonic
+        self._cached: tuple[float, dict[str, Decimal]] | None = None
+
+    def prices(self) -> dict[str, Decimal]:
+        now = self._monotonic()
+        if self._cached is None or now - self._cached[0] > self._cache_seconds:
+            stored = self._store.get_price_list()
+            self._cached = (now, dict(stored.prices) if stored else dict(DEFAULT_PRICES))
+        return self._cached[1]
+
+    def credits_for(self, action: str, quantity: Decimal) -> Decimal:
+        try:
+            unit_price = self.prices()[action]
+        except KeyError:
+            raise UnknownAction(action) from None
+        amount = quantize(unit_price * quantity)
+        if not 0 < amount <= MAX_AMOUNT:
+            raise ValidationFailed(
+                "action x quantity is out of range", {"field": "quantity"}
+            )
+        return amount
+
+    def publish(self, prices: PriceList) -> None:
+        self._store.put_price_list(prices)
+        self._cached = None

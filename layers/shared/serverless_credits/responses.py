@@ -1,0 +1,81 @@
+"""The one mapping from domain errors to HTTP statuses, JSON error bodies and the Debit
+function's typed error payloads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from pydantic import ValidationError
+
+from serverless_credits import errors
+from serverless_credits.money import normalize
+
+HTTP_STATUS: dict[type[errors.CreditsError], int] = {
+    errors.ValidationFailed: 400,
+    errors.ApiKeyNotRecognised: 403,
+    errors.AccountSuspended: 403,
+    errors.AccountNotFound: 404,
+    errors.TransactionNotFound: 404,
+    errors.InsufficientCredits: 402,
+    errors.IdempotencyConflict: 409,
+    errors.AccountAlreadyExists: 409,
+    errors.RefundNotAllowed: 409,
+}
+SERVICE_BUSY_STATUS = 503
+
+
+def status_for(error: errors.CreditsError) -> int:
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 400
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        normalized = normalize(value)
+        return int(normalized) if normalized == normalized.to_integral_value() else float(normalized)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def error_object(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": _jsonable(details)}
+
+
+def error_body(
+    code: str, message: str, details: Any = None, request_id: str | None = None
+) -> dict[str, Any]:
+    """The service's one error shape: `{"error": {code, message, details}, "requestId"}`."""
+    return {"error": error_object(code, message, details), "requestId": request_id}
+
+
+def from_domain(error: errors.CreditsError) -> dict[str, Any]:
+    return error_object(error.code, error.message, error.details)
+
+
+def validation_details(error: ValidationError) -> list[dict[str, Any]]:
+    """Which fields were wrong, without echoing the input back."""
+    return [
+        {
+            "field": ".".join(str(part) for part in issue["loc"]) or None,
+            "message": issue["msg"],
+        }
+        for issue in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def validation_error(error: ValidationError) -> dict[str, Any]:
+    details = validation_details(error)
+    fields = ", ".join(sorted({d["field"] for d in details if d["field"]})) or "request"
+    return error_object("VALIDATION_ERROR", f"Invalid request: {fields}", details)
+
+
+def debit_error(error: errors.CreditsError) -> dict[str, Any]:
+    """A Debit function refusal: `{"error": {...}}` (an expected outcome, not a failure)."""
+    return {"error": from_domain(error)}

@@ -1,0 +1,78 @@
+"""Shared fixtures: a moto table for unit tests, DynamoDB Local for integration tests.
+
+Both create the credits table from `template.yaml` (devtools.template), never from a copy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from devtools import dynamodb_local
+from devtools.dynamodb_local import DynamoDBLocal
+from serverless_credits import service
+from serverless_credits.store import CreditsStore
+
+# Tests never reach AWS: fake credentials, a fixed region, tracing off.
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "ServerlessCredits",
+        "POWERTOOLS_SERVICE_NAME": "serverless-credits",
+        "POWERTOOLS_DEV": "false",
+        "TABLE_NAME": "credits-unit",
+        "CURSOR_SIGNING_KEY": "test-signing-key-0123456789",
+    }
+)
+os.environ.pop("AWS_PROFILE", None)
+
+_table_numbers = itertools.count()
+
+
+@pytest.fixture
+def moto_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreditsStore]:
+    """A fresh credits table in moto, and the library's service wired to it."""
+    from moto import mock_aws
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        service.reset()
+        store = service.store()
+        dynamodb_local.create_table(store.client, store.table_name)
+        yield store
+    service.reset()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local_endpoint() -> Iterator[str]:
+    """One DynamoDB Local for the whole session, on a free loopback port."""
+    with DynamoDBLocal() as local:
+        yield local.endpoint
+
+
+@pytest.fixture
+def local_store(
+    dynamodb_local_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CreditsStore]:
+    """A fresh table on DynamoDB Local (a new name per test), with the service wired to it."""
+    table_name = f"credits-it-{next(_table_numbers)}"
+    settings: dict[str, Any] = {
+        **dynamodb_local.LOCAL_CREDENTIALS,
+        "AWS_ENDPOINT_URL_DYNAMODB": dynamodb_local_endpoint,
+        "TABLE_NAME": table_name,
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    dynamodb_local.create_table(dynamodb_local.client_for(dynamodb_local_endpoint), table_name)
+    service.reset()
+    yield service.store()
+    service.reset()
