@@ -16,6 +16,13 @@ class CreditsError(Exception):
         self.message = message
         self.details = details
 
+    @classmethod
+    def from_payload(cls, message: str, details: dict[str, Any] | None) -> CreditsError:
+        """Rebuild an error a remote Debit function returned (see `client`)."""
+        error = cls.__new__(cls)
+        CreditsError.__init__(error, message, details)
+        return error
+
 
 class ValidationFailed(CreditsError):
     code = "VALIDATION_ERROR"
@@ -53,6 +60,13 @@ class InsufficientCredits(CreditsError):
         )
         self.available = available
 
+    @classmethod
+    def from_payload(cls, message: str, details: dict[str, Any] | None) -> CreditsError:
+        error = cls.__new__(cls)
+        CreditsError.__init__(error, message, details)
+        error.available = Decimal(str((details or {}).get("available", 0)))
+        return error
+
 
 class IdempotencyConflict(CreditsError):
     code = "IDEMPOTENCY_CONFLICT"
@@ -89,9 +103,30 @@ class ApiKeyNotRecognised(CreditsError):
         super().__init__("API key is not linked to an account")
 
 
+def error_for_code(code: str) -> type[CreditsError]:
+    """The error class behind a stable code (the most specific one)."""
+    return _BY_CODE.get(code, CreditsError)
+
+
 class ServiceBusy(Exception):
     """Retries were exhausted on contention or throttling: transient, safe to retry later."""
 
 
 class StorageError(Exception):
     """An unexpected storage failure (not a client's fault)."""
+
+
+_BY_CODE: dict[str, type[CreditsError]] = {
+    kind.code: kind
+    for kind in (
+        ValidationFailed,
+        AccountNotFound,
+        AccountAlreadyExists,
+        AccountSuspended,
+        InsufficientCredits,
+        IdempotencyConflict,
+        TransactionNotFound,
+        RefundNotAllowed,
+        ApiKeyNotRecognised,
+    )
+}

@@ -1,0 +1,169 @@
+"""The Lambda client and the per-call charging decorator, with the Debit function run
+in-process behind a fake Lambda API."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from functions.debit import app as debit_app
+from serverless_credits import errors, service
+from serverless_credits.client import CreditsClient, CreditsUnavailable, charge_per_call
+from serverless_credits.commands import CreateAccountCommand
+from serverless_credits.store import CreditsStore
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+@dataclass
+class FakeContext:
+    aws_request_id: str = "req-1"
+    function_name: str = "ExampleConsumerFunction"
+    memory_limit_in_mb: int = 128
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:Example"
+
+
+@dataclass
+class InProcessLambda:
+    """Implements `invoke` like the Lambda API, running the Debit handler in this process."""
+
+    failures_before_success: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> dict[str, Any]:  # noqa: N803
+        assert FunctionName == "DebitFunction"
+        assert InvocationType == "RequestResponse"
+        request = json.loads(Payload)
+        self.calls.append(request)
+        if self.failures_before_success > 0:
+            self.failures_before_success -= 1
+            body = {"errorMessage": "boom", "errorType": "RuntimeError"}
+            return {"FunctionError": "Unhandled", "Payload": io.BytesIO(json.dumps(body).encode())}
+        result = debit_app.lambda_handler(request, FakeContext(function_name=FunctionName))
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(result).encode())}
+
+
+@pytest.fixture
+def funded_account(moto_store: CreditsStore) -> str:
+    service.ledger().create_account(
+        CreateAccountCommand(account_id="acct_demo", opening_balance=Decimal(5))
+    )
+    return "acct_demo"
+
+
+def client_with(fake: InProcessLambda) -> CreditsClient:
+    return CreditsClient("DebitFunction", fake)  # type: ignore[arg-type]
+
+
+def test_debit_returns_the_charge(funded_account: str) -> None:
+    result = client_with(InProcessLambda()).debit(
+        account_id=funded_account, idempotency_key="k1", amount=Decimal("1.5"), endpoint="/x"
+    )
+    assert (result.amount, result.balance_after, result.replayed) == (
+        Decimal("1.5"),
+        Decimal("3.5"),
+        False,
+    )
+
+
+def test_debit_by_action_uses_the_price_list(funded_account: str) -> None:
+    result = client_with(InProcessLambda()).debit(
+        account_id=funded_account, idempotency_key="k1", action="sms", quantity=Decimal(2)
+    )
+    assert result.amount == Decimal(2)
+
+
+def test_refusals_raise_the_ledgers_typed_errors(funded_account: str) -> None:
+    client = client_with(InProcessLambda())
+    with pytest.raises(errors.InsufficientCredits) as refused:
+        client.debit(account_id=funded_account, idempotency_key="k1", amount=Decimal(50))
+    assert refused.value.available == Decimal(5)
+    assert refused.value.code == "INSUFFICIENT_CREDITS"
+    with pytest.raises(errors.AccountNotFound):
+        client.debit(account_id="acct_nobody", idempotency_key="k2", amount=Decimal(1))
+    with pytest.raises(errors.ValidationFailed):
+        client.debit(account_id=funded_account, idempotency_key="k3", amount=Decimal(-1))
+
+
+def test_function_errors_are_retried_with_the_same_key_and_charge_once(funded_account: str) -> None:
+    fake = InProcessLambda(failures_before_success=2)
+    result = client_with(fake).debit(
+        account_id=funded_account, idempotency_key="k1", amount=Decimal(1)
+    )
+    assert result.balance_after == Decimal(4)
+    assert {call["idempotencyKey"] for call in fake.calls} == {"k1"}
+    assert service.ledger().account(funded_account).balance == Decimal(4)
+
+
+def test_persistent_function_errors_raise_credits_unavailable(funded_account: str) -> None:
+    fake = InProcessLambda(failures_before_success=10)
+    with pytest.raises(CreditsUnavailable):
+        client_with(fake).debit(account_id=funded_account, idempotency_key="k1", amount=Decimal(1))
+    assert len(fake.calls) == 3
+
+
+def test_decorator_charges_each_call_once_per_request_id(funded_account: str) -> None:
+    fake = InProcessLambda()
+
+    @charge_per_call(client_with(fake), account_id=lambda e: e["accountId"], action="api_call")
+    def handler(event: dict[str, Any], context: Any) -> str:
+        return "done"
+
+    assert handler({"accountId": funded_account}, FakeContext("r1")) == "done"
+    assert handler({"accountId": funded_account}, FakeContext("r1")) == "done"  # Lambda retry
+    assert handler({"accountId": funded_account}, FakeContext("r2")) == "done"
+    assert service.ledger().account(funded_account).balance == Decimal(3)
+
+
+def test_decorator_refunds_a_failed_call_and_reraises(funded_account: str) -> None:
+    fake = InProcessLambda()
+
+    @charge_per_call(
+        lambda: client_with(fake),
+        account_id=lambda e: e["accountId"],
+        amount=Decimal(2),
+        endpoint="/v1/fail",
+    )
+    def handler(event: dict[str, Any], context: Any) -> str:
+        raise RuntimeError("downstream failed")
+
+    with pytest.raises(RuntimeError, match="downstream failed"):
+        handler({"accountId": funded_account}, FakeContext("r1"))
+    account = service.ledger().account(funded_account)
+    assert account.balance == Decimal(5)
+    assert [call.get("operation", "debit") for call in fake.calls] == ["debit", "refund"]
+    assert fake.calls[1]["failedCall"] is True
+    usage = service.store().query_usage(funded_account, account.created_at.date(), account.created_at.date())
+    assert (usage[0].calls, usage[0].failed) == (1, 1)
+
+
+def test_decorator_does_not_run_the_handler_without_credits(funded_account: str) -> None:
+    ran: list[bool] = []
+
+    @charge_per_call(
+        client_with(InProcessLambda()), account_id=lambda e: e["accountId"], amount=Decimal(9)
+    )
+    def handler(event: dict[str, Any], context: Any) -> None:
+        ran.append(True)
+
+    with pytest.raises(errors.InsufficientCredits):
+        handler({"accountId": funded_account}, FakeContext("r1"))
+    assert ran == []
+
+
+def test_example_consumer_event_is_charged_one_api_call(
+    funded_account: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functions.example_consumer import app as consumer
+
+    monkeypatch.setattr(consumer, "credits", client_with(InProcessLambda()))
+    event = json.loads((EVENTS / "example-consumer.json").read_text())
+
+    assert consumer.lambda_handler(event, FakeContext("r-example")) == {"echo": event["message"]}
+    assert service.ledger().account(funded_account).balance == Decimal(4)
