@@ -87,7 +87,7 @@ class DynamoDBLocal:
             "-port",
             str(self.port),
         ]
-        self._process = subprocess.Popen(  # noqa: S603 - fixed command, no shell
+        self._process = subprocess.Popen(
             command,
             cwd=jar.parent,
             stdout=subprocess.DEVNULL,
@@ -99,7 +99,8 @@ class DynamoDBLocal:
         client = client_for(self.endpoint)
         deadline = time.monotonic() + timeout
         while True:
-            assert self._process is not None
+            if self._process is None:
+                raise RuntimeError("DynamoDB Local is not running")
             if self._process.poll() is not None:
                 stderr = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise RuntimeError(f"DynamoDB Local exited early: {stderr.strip()}")
@@ -108,7 +109,9 @@ class DynamoDBLocal:
             except (BotoCoreError, ClientError):
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise TimeoutError(f"DynamoDB Local did not answer on {self.endpoint}") from None
+                    raise TimeoutError(
+                        f"DynamoDB Local did not answer on {self.endpoint}"
+                    ) from None
                 time.sleep(0.1)
             else:
                 return

@@ -74,7 +74,10 @@ def create_table_request(table_name: str, logical_id: str = "CreditsTable") -> d
         if properties.get(index_kind):
             request[index_kind] = properties[index_kind]
     if properties.get("StreamSpecification"):
-        request["StreamSpecification"] = {"StreamEnabled": True, **properties["StreamSpecification"]}
+        request["StreamSpecification"] = {
+            "StreamEnabled": True,
+            **properties["StreamSpecification"],
+        }
     return request
 
 
@@ -88,7 +91,8 @@ def _resolve(value: Any, substitutions: dict[str, str]) -> str:
     if isinstance(value, str | int | float):
         return str(value)
     if isinstance(value, dict) and "Ref" in value:
-        return substitutions.get(value["Ref"], value["Ref"])
+        name = str(value["Ref"])
+        return substitutions.get(name, name)
     if isinstance(value, dict) and "Fn::Sub" in value:
         text = value["Fn::Sub"]
         for name, replacement in substitutions.items():

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from moto import mock_aws
 
 from devtools import dynamodb_local
 from devtools.dynamodb_local import DynamoDBLocal
@@ -40,8 +41,6 @@ _table_numbers = itertools.count()
 @pytest.fixture
 def moto_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreditsStore]:
     """A fresh credits table in moto, and the library's service wired to it."""
-    from moto import mock_aws
-
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from functions.debit import app as debit_app
+from functions.example_consumer import app as consumer
 from serverless_credits import errors, service
 from serverless_credits.client import CreditsClient, CreditsUnavailable, charge_per_call
 from serverless_credits.commands import CreateAccountCommand
@@ -36,7 +37,7 @@ class InProcessLambda:
     failures_before_success: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
 
-    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> dict[str, Any]:  # noqa: N803
+    def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> dict[str, Any]:
         assert FunctionName == "DebitFunction"
         assert InvocationType == "RequestResponse"
         request = json.loads(Payload)
@@ -139,7 +140,9 @@ def test_decorator_refunds_a_failed_call_and_reraises(funded_account: str) -> No
     assert account.balance == Decimal(5)
     assert [call.get("operation", "debit") for call in fake.calls] == ["debit", "refund"]
     assert fake.calls[1]["failedCall"] is True
-    usage = service.store().query_usage(funded_account, account.created_at.date(), account.created_at.date())
+    usage = service.store().query_usage(
+        funded_account, account.created_at.date(), account.created_at.date()
+    )
     assert (usage[0].calls, usage[0].failed) == (1, 1)
 
 
@@ -160,8 +163,6 @@ def test_decorator_does_not_run_the_handler_without_credits(funded_account: str)
 def test_example_consumer_event_is_charged_one_api_call(
     funded_account: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from functions.example_consumer import app as consumer
-
     monkeypatch.setattr(consumer, "credits", client_with(InProcessLambda()))
     event = json.loads((EVENTS / "example-consumer.json").read_text())
 

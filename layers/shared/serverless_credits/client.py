@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
 
 
-class CreditsUnavailable(Exception):  # noqa: N818 - reads as the condition it reports
+class CreditsUnavailable(Exception):
     """The Debit function failed unexpectedly (after retries): not a refusal."""
 
 

@@ -55,9 +55,7 @@ class InsufficientCredits(CreditsError):
     code = "INSUFFICIENT_CREDITS"
 
     def __init__(self, available: Decimal, requested: Decimal) -> None:
-        super().__init__(
-            "Insufficient credits", {"available": available, "requested": requested}
-        )
+        super().__init__("Insufficient credits", {"available": available, "requested": requested})
         self.available = available
 
     @classmethod

@@ -3,7 +3,7 @@ exactly one item on the balance's partition (see DESIGN-NOTES.md)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 ACCOUNT_SK = "ACCOUNT"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
@@ -59,7 +59,7 @@ def ledger_sk_from_transaction_id(value: str) -> str | None:
     if not value.startswith(TRANSACTION_PREFIX):
         return None
     try:
-        moment = datetime.strptime(value[len(TRANSACTION_PREFIX) :], "%Y%m%dT%H%M%S%fZ")
+        moment = datetime.strptime(value[len(TRANSACTION_PREFIX) :] + "+0000", "%Y%m%dT%H%M%S%fZ%z")
     except ValueError:
         return None
-    return ledger_sk(moment.replace(tzinfo=UTC))
+    return ledger_sk(moment)

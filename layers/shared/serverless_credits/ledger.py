@@ -216,7 +216,9 @@ class Ledger:
                 "Only debits can be refunded", {"transactionId": command.transaction_id}
             )
         charged = -original.amount
-        refundable = charged - self._store.refunded_so_far(command.account_id, original.transaction_id)
+        refundable = charged - self._store.refunded_so_far(
+            command.account_id, original.transaction_id
+        )
         amount = command.amount if command.amount is not None else refundable
         if amount <= 0 or amount > refundable:
             raise RefundNotAllowed(
@@ -374,7 +376,8 @@ class Ledger:
                 "used": normalize(used),
                 "total": normalize(total),
                 "version": state.version + 1,
-                "lifetime_requests": state.lifetime_requests + (1 if change.counts_as_request else 0),
+                "lifetime_requests": state.lifetime_requests
+                + (1 if change.counts_as_request else 0),
                 "last_entry_at": created_at,
                 "updated_at": now,
             }

@@ -16,11 +16,15 @@ from serverless_credits.money import Credits, PositiveAmount, Quantity
 AccountId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{3,64}$")]
 IdempotencyKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:#-]{1,128}$")]
 ActionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
-Endpoint = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+Endpoint = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")
+]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 MetadataValue = Annotated[str, StringConstraints(max_length=256)] | int | bool
-Metadata = Annotated[dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue], Field(max_length=20)]
+Metadata = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue], Field(max_length=20)
+]
 
 
 def utc_now() -> datetime:
@@ -98,7 +102,9 @@ class Account(CamelModel):
 
     @property
     def low_balance(self) -> bool:
-        return self.low_balance_threshold is not None and self.available <= self.low_balance_threshold
+        return (
+            self.low_balance_threshold is not None and self.available <= self.low_balance_threshold
+        )
 
 
 class LedgerEntry(CamelModel):

@@ -38,9 +38,7 @@ class PriceCatalog:
             raise UnknownAction(action) from None
         amount = quantize(unit_price * quantity)
         if not 0 < amount <= MAX_AMOUNT:
-            raise ValidationFailed(
-                "action x quantity is out of range", {"field": "quantity"}
-            )
+            raise ValidationFailed("action x quantity is out of range", {"field": "quantity"})
         return amount
 
     def publish(self, prices: PriceList) -> None:

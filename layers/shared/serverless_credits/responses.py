@@ -36,7 +36,9 @@ def status_for(error: errors.CreditsError) -> int:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Decimal):
         normalized = normalize(value)
-        return int(normalized) if normalized == normalized.to_integral_value() else float(normalized)
+        return (
+            int(normalized) if normalized == normalized.to_integral_value() else float(normalized)
+        )
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str):

@@ -72,7 +72,7 @@ UNKNOWN_OUTCOME_ERRORS = (
 
 
 # ---------------------------------------------------------------- write outcomes
-class WriteRefused(Exception):  # noqa: N818 - a family of outcomes, not only errors
+class WriteRefused(Exception):
     """A ledger write did not happen; the subclass says why."""
 
 
@@ -141,7 +141,7 @@ class LedgerWrite:
 
 
 # ---------------------------------------------------------------- conversions
-def _plain(value: Any) -> Any:
+def _plain(value: Any) -> Any:  # noqa: PLR0911 - one return per kind of value
     if isinstance(value, BaseModel):
         return _plain(value.model_dump(by_alias=True, exclude_none=True))
     if isinstance(value, Mapping):
@@ -173,6 +173,10 @@ def _values(**values: Any) -> dict[str, Any]:
 
 def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
+def _start_key(key: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {"ExclusiveStartKey": key} if key else {}
 
 
 def _error_code(exc: ClientError) -> str:
@@ -236,7 +240,9 @@ class CreditsStore:
                 raise StorageError("account vanished")
             return current
         names = {f"#a{i}": name for i, name in enumerate(changes)}
-        values = {f":a{i}": _serializer.serialize(_plain(v)) for i, v in enumerate(changes.values())}
+        values = {
+            f":a{i}": _serializer.serialize(_plain(v)) for i, v in enumerate(changes.values())
+        }
         assignments = ", ".join(f"#a{i} = :a{i}" for i in range(len(changes)))
         try:
             response = self.client.update_item(
@@ -340,9 +346,7 @@ class CreditsStore:
                     sk=keys.IDEMPOTENCY_SK,
                 ),
                 "ConditionExpression": "attribute_not_exists(pk) OR expiresAt < :now",
-                "ExpressionAttributeValues": _values(
-                    now=int(record.created_at.timestamp())
-                ),
+                "ExpressionAttributeValues": _values(now=int(record.created_at.timestamp())),
                 "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
             }
         }
@@ -376,7 +380,7 @@ class CreditsStore:
     def _cancellation(
         self, write: LedgerWrite, exc: ClientError, refund_index: int | None
     ) -> WriteRefused:
-        reasons: Sequence[Mapping[str, Any]] = exc.response.get("CancellationReasons", [])  # type: ignore[assignment]
+        reasons: Sequence[Mapping[str, Any]] = exc.response.get("CancellationReasons", [])
         codes = [str(reason.get("Code", "None")) for reason in reasons]
         account_reason, idem_reason = (reasons[0], reasons[2]) if len(reasons) >= 3 else ({}, {})
         if idem_reason.get("Code") == "ConditionalCheckFailed" and idem_reason.get("Item"):
@@ -391,7 +395,9 @@ class CreditsStore:
                 return VersionChanged(current)
             return ConditionRefused(current)
         refund_reason: Mapping[str, Any] = (
-            reasons[refund_index] if refund_index is not None and refund_index < len(reasons) else {}
+            reasons[refund_index]
+            if refund_index is not None and refund_index < len(reasons)
+            else {}
         )
         if refund_reason.get("Code") == "ConditionalCheckFailed":
             item = from_item(refund_reason.get("Item") or {})
@@ -438,7 +444,9 @@ class CreditsStore:
         return LedgerEntry.model_validate(item) if item else None
 
     def refunded_so_far(self, account_id: str, transaction_id: str) -> Decimal:
-        item = self._get(keys.refunds_pk(account_id, transaction_id), keys.REFUNDS_SK, consistent=True)
+        item = self._get(
+            keys.refunds_pk(account_id, transaction_id), keys.REFUNDS_SK, consistent=True
+        )
         return Decimal(item.get("refunded", 0)) if item else Decimal(0)
 
     def query_ledger(
@@ -484,17 +492,17 @@ class CreditsStore:
             # One item more than the page proves there is a next page without another call.
             try:
                 page = self.client.query(
+                    **request,
                     TableName=self.table_name,
                     Limit=limit + 1 - len(entries),
-                    **({"ExclusiveStartKey": exclusive_start} if exclusive_start else {}),
-                    **request,
+                    **_start_key(exclusive_start),
                 )
             except ClientError as exc:
                 raise StorageError(f"query failed: {_error_code(exc)}") from exc
             entries.extend(LedgerEntry.model_validate(from_item(i)) for i in page.get("Items", []))
             if len(entries) > limit:
                 return entries[:limit], keys.ledger_sk(entries[limit - 1].created_at)
-            exclusive_start = page.get("LastEvaluatedKey")  # type: ignore[assignment]
+            exclusive_start = page.get("LastEvaluatedKey")
             if not exclusive_start:
                 return entries, None
 
@@ -535,15 +543,11 @@ class CreditsStore:
         start: dict[str, Any] | None = None
         while True:
             try:
-                page = self.client.query(
-                    TableName=self.table_name,
-                    **request,
-                    **({"ExclusiveStartKey": start} if start else {}),
-                )
+                page = self.client.query(**request, TableName=self.table_name, **_start_key(start))
             except ClientError as exc:
                 raise StorageError(f"query failed: {_error_code(exc)}") from exc
             items.extend(from_item(item) for item in page.get("Items", []))
-            start = page.get("LastEvaluatedKey")  # type: ignore[assignment]
+            start = page.get("LastEvaluatedKey")
             if not start:
                 return items
 
@@ -562,12 +566,11 @@ def _usage_expression(usage: UsageIncrement) -> tuple[str, dict[str, str], dict[
     }
     additions.update({TYPE_PREFIX + k: v for k, v in usage.by_type.items()})
     additions.update({ENDPOINT_CALLS_PREFIX + k: v for k, v in usage.by_endpoint.items()})
-    additions.update(
-        {ENDPOINT_CREDITS_PREFIX + k: v for k, v in usage.by_endpoint_credits.items()}
-    )
+    additions.update({ENDPOINT_CREDITS_PREFIX + k: v for k, v in usage.by_endpoint_credits.items()})
     names = {f"#u{i}": name for i, name in enumerate(additions)}
     values = {
-        f":u{i}": _serializer.serialize(Decimal(value)) for i, value in enumerate(additions.values())
+        f":u{i}": _serializer.serialize(Decimal(value))
+        for i, value in enumerate(additions.values())
     }
     names["#day"] = "day"
     values[":day"] = _serializer.serialize(usage.day.isoformat())
