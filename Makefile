@@ -85,7 +85,7 @@ clean: ## Remove build output and caches
 # SAM copies the resource's CodeUri to a scratch directory, runs `make build-<LogicalId>`
 # there and packages $(ARTIFACTS_DIR).
 build-SharedLayer:
-	pip install --quiet --no-deps --target "$(ARTIFACTS_DIR)/python" $(LAMBDA_PIP_PLATFORM) -r requirements.txt
+	$(PYTHON) -m pip install --quiet --no-deps --target "$(ARTIFACTS_DIR)/python" $(LAMBDA_PIP_PLATFORM) -r requirements.txt
 	cp -R serverless_credits "$(ARTIFACTS_DIR)/python/"
 	find "$(ARTIFACTS_DIR)/python" -name __pycache__ -type d -prune -exec rm -rf {} +
 

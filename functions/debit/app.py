@@ -20,12 +20,17 @@ metrics = Metrics()
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     response = debit_api.handle(event, service.ledger())
+    _record_metrics(event, response)
+    return response
+
+
+def _record_metrics(event: Any, response: dict[str, Any]) -> None:
+    refund = isinstance(event, dict) and event.get("operation") == "refund"
     if "error" in response:
-        code = response["error"]["code"]
         metrics.add_metric(name="DebitsDeclined", unit=MetricUnit.Count, value=1)
-        logger.info("debit refused", extra={"code": code})
+        logger.info("request refused", extra={"code": response["error"]["code"]})
     elif response.get("replayed"):
         metrics.add_metric(name="IdempotentReplays", unit=MetricUnit.Count, value=1)
     else:
-        metrics.add_metric(name="CreditsDebited", unit=MetricUnit.Count, value=response["amount"])
-    return response
+        name = "CreditsRefunded" if refund else "CreditsDebited"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=response["amount"])
