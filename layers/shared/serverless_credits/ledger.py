@@ -220,7 +220,16 @@ class Ledger:
             command.account_id, original.transaction_id
         )
         amount = command.amount if command.amount is not None else refundable
+        refund_fingerprint = fingerprint("refund", _parameters(command))
         if amount <= 0 or amount > refundable:
+            # Nothing left to refund may mean this very refund already happened: replay it.
+            earlier = self._store.get_idempotency_record(
+                command.account_id, command.idempotency_key
+            )
+            if earlier is not None and earlier.expires_at > self._clock().timestamp():
+                if earlier.fingerprint != refund_fingerprint:
+                    raise IdempotencyConflict(command.idempotency_key)
+                return earlier.result.model_copy(update={"replayed": True})
             raise RefundNotAllowed(
                 "Refund exceeds what remains refundable",
                 {"transactionId": command.transaction_id, "refundable": normalize(refundable)},
@@ -243,7 +252,7 @@ class Ledger:
             type=EntryType.REFUND,
             amount=amount,
             idempotency_key=command.idempotency_key,
-            fingerprint=fingerprint("refund", _parameters(command)),
+            fingerprint=refund_fingerprint,
             description=command.reason or f"Refund of {original.transaction_id}",
             reference=original.transaction_id,
             action=original.action,

@@ -443,6 +443,14 @@ class CreditsStore:
         item = self._get(keys.ledger_pk(account_id), sort_key, consistent=True)
         return LedgerEntry.model_validate(item) if item else None
 
+    def get_idempotency_record(
+        self, account_id: str, idempotency_key: str
+    ) -> IdempotencyRecord | None:
+        item = self._get(
+            keys.idempotency_pk(account_id, idempotency_key), keys.IDEMPOTENCY_SK, consistent=True
+        )
+        return IdempotencyRecord.model_validate(item) if item else None
+
     def refunded_so_far(self, account_id: str, transaction_id: str) -> Decimal:
         item = self._get(
             keys.refunds_pk(account_id, transaction_id), keys.REFUNDS_SK, consistent=True
