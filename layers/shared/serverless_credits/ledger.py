@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -142,6 +143,8 @@ class Ledger:
         self._rng = rng
         # The last state this function saw per account: saves the read before a write.
         self._known: OrderedDict[str, Account] = OrderedDict()
+        # One ledger serves every thread of a process: its cache updates are compound.
+        self._known_lock = threading.Lock()
 
     # ------------------------------------------------------------ operations
     def debit(self, command: DebitCommand) -> OperationResult:
@@ -346,7 +349,8 @@ class Ledger:
                 if isinstance(refused, VersionChanged):
                     self._sleep(0.002 * self._rng())  # desynchronise contending writers
             except AccountMissing as missing:
-                self._known.pop(account_id, None)
+                with self._known_lock:
+                    self._known.pop(account_id, None)
                 raise AccountNotFound(account_id) from missing
             except RefundLimitReached as refused:
                 raise RefundNotAllowed(
@@ -440,13 +444,14 @@ class Ledger:
         return record.result.model_copy(update={"replayed": record.request_token != request_token})
 
     def _remember(self, account: Account) -> None:
-        known = self._known.get(account.account_id)
-        if known is not None and known.version > account.version:
-            return
-        self._known[account.account_id] = account
-        self._known.move_to_end(account.account_id)
-        while len(self._known) > ACCOUNT_CACHE_SIZE:
-            self._known.popitem(last=False)
+        with self._known_lock:
+            known = self._known.get(account.account_id)
+            if known is not None and known.version > account.version:
+                return
+            self._known[account.account_id] = account
+            self._known.move_to_end(account.account_id)
+            while len(self._known) > ACCOUNT_CACHE_SIZE:
+                self._known.popitem(last=False)
 
     def _count_declined(self, command: DebitCommand, by_type: str) -> None:
         day = self._clock().date()

@@ -308,6 +308,14 @@ class CreditsStore:
         if write.balance_floor is not None:
             conditions.append("balance >= :floor")
             values.update(_values(floor=write.balance_floor))
+            # The floor counts the overdraft of `before`, and a settings change does not move
+            # the version: pin the overdraft too, so a stale cached limit cannot overspend.
+            conditions.append(
+                "overdraftLimit = :overdraft"
+                if write.before.overdraft_limit
+                else "(attribute_not_exists(overdraftLimit) OR overdraftLimit = :overdraft)"
+            )
+            values.update(_values(overdraft=write.before.overdraft_limit))
         update: UpdateTypeDef = {
             "TableName": self.table_name,
             "Key": _key(keys.account_pk(after.account_id), keys.ACCOUNT_SK),

@@ -1,0 +1,192 @@
+"""`python -m bench [--quick] [--skip-build | --build] [--only SECTION,...]`
+
+Starts DynamoDB Local, runs every benchmark in one process and writes
+bench/results/<name>.json, <name>.md and latency_vs_concurrency.png (name: `latest` for
+the full run, `quick` for `--quick`). Exits non-zero when a section fails or an accounting
+check fails (never on a timing: figures are reported, not asserted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import PROJECT_ROOT, baselines, coldstart, contention, reads, report, writes
+from bench.env import Environment, quiet, say
+from bench.sizes import FULL, QUICK, Sizes
+from devtools.dynamodb_local import DynamoDBLocal, find_jar
+
+RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
+SECTIONS = ("costs", "overhead", "reads", "baselines", "contention", "cold_start")
+
+NOTES = [
+    "DynamoDB Local is not DynamoDB: absolute latencies and throughput are Local's on this "
+    "machine, which runs the Java server and the Python workers on the same CPUs. Compare "
+    "figures within one run (ratios, side-by-side rows); the per-partition ceiling comes from "
+    "AWS's published limit (1,000 WCU/s), not from Local.",
+    "Capacity units are computed from item sizes by AWS's published rules; DynamoDB Local's "
+    "`ConsumedCapacity` is shown next to them and undercounts transactions. The figures are "
+    "per committed operation: a cancelled attempt under contention costs capacity too, so "
+    "multiply the write units by attempts/debit for an upper bound.",
+    "Contention workers are threads in one Python process, each with its own boto3 client and "
+    "ledger (like separate Lambda instances); at 64 workers client-side CPU and the GIL "
+    "compete with DynamoDB Local for the same cores, so part of the slowdown is the machine.",
+    "Handler timings run with Powertools tracing disabled (no X-Ray daemon locally); metrics "
+    "and logs are serialised and written to /dev/null. Import timings run with tracing as "
+    "deployed.",
+    "Seeded ledgers are written with BatchWriteItem (the store's `to_item` and `keys`), daily "
+    "usage rows with the store's own usage update, and the account item with the matching "
+    "version and totals.",
+]
+
+
+def _commit() -> str:
+    try:
+        completed = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - read-only
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        )
+    except OSError:
+        return "unknown"
+    return completed.stdout.strip() or "unknown"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    build = parser.add_mutually_exclusive_group()
+    build.add_argument("--skip-build", action="store_true", help="never run `sam build`")
+    build.add_argument("--build", action="store_true", help="always run `sam build` first")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated sections to run ({','.join(SECTIONS)})"
+    )
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default=None, help="report file name (default: latest/quick)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    sizes: Sizes = QUICK if args.quick else FULL
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = sorted(set(wanted) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown sections: {unknown}")
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "meta": {
+            "mode": sizes.name,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sizes": sizes.__dict__,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": f"{platform.system()} {platform.machine()}",
+                "python": platform.python_version(),
+            },
+            "dynamodb_local": find_jar().parent.name,
+            "commit": _commit(),
+            "section_seconds": {},
+        },
+        "notes": NOTES,
+    }
+    failures: list[str] = []
+    with quiet(), DynamoDBLocal() as local:
+        env = Environment(local.endpoint)
+        steps: dict[str, Callable[[], Any]] = {
+            "costs": lambda: writes.write_costs(env),
+            "overhead": lambda: {"debit": writes.debit_overhead(env, sizes)},
+            "reads": lambda: reads.reads(env, sizes),
+            "baselines": lambda: baselines.baselines(
+                env, sizes.samples, sizes.warmup, sizes.baseline_workers, sizes.baseline_debits
+            ),
+            "contention": lambda: contention.contention(
+                env, sizes.concurrency, sizes.debits_per_run, sizes.spread_accounts
+            ),
+            "cold_start": lambda: {
+                "imports": coldstart.import_times(env, sizes.import_runs),
+                "artifacts": coldstart.artifacts(
+                    env, skip_build=args.skip_build, force_build=args.build
+                ),
+            },
+        }
+        for name in SECTIONS:
+            if name not in wanted:
+                continue
+            say(f"[{name}]")
+            section_started = time.perf_counter()
+            try:
+                value = steps[name]()
+            except Exception as exc:  # reported, and the exit code says so
+                traceback.print_exc(file=sys.stderr)
+                value = {"error": f"{type(exc).__name__}: {exc}"}
+                failures.append(f"{name}: {value['error']}")
+            if name == "overhead" or (name == "reads" and "overhead" in value):
+                result.setdefault("overhead", {}).update(
+                    value if name == "overhead" else value["overhead"]
+                )
+            if name != "overhead":
+                result[name] = value
+            elapsed = round(time.perf_counter() - section_started, 1)
+            result["meta"]["section_seconds"][name] = elapsed
+            say(f"  ({elapsed} s)")
+    result["meta"]["duration_s"] = round(time.perf_counter() - started, 1)
+    failures += _accounting_failures(result)
+    result["meta"]["failures"] = failures
+    return result, failures
+
+
+def _accounting_failures(result: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    for kind in ("one_account", "spread"):
+        for run_ in result.get("contention", {}).get(kind, []) or []:
+            if not run_["correct"]:
+                problems.append(
+                    f"contention {run_['workers']}x{run_['accounts']}: {run_['checks']['problems']}"
+                )
+    for name in ("this_design", "powertools_idempotency"):
+        peer = result.get("baselines", {}).get(name)
+        if peer and not peer["concurrent"]["correct"]:
+            problems.append(f"baseline {name} not exact: {peer['concurrent']}")
+    reads_section = result.get("reads", {})
+    if reads_section.get("skipped"):
+        problems.append(f"reads: {reads_section['reason']}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    name = args.name or ("quick" if args.quick else "latest")
+    result, failures = run(args)
+    output: Path = args.output_dir
+    output.mkdir(parents=True, exist_ok=True)
+    report.write_json(result, output / f"{name}.json")
+    chart_name = "latency_vs_concurrency.png" if name == "latest" else f"{name}_latency.png"
+    drew = report.chart(result, output / chart_name)
+    text = report.markdown(result)
+    if chart_name != "latency_vs_concurrency.png":
+        text = text.replace("latency_vs_concurrency.png", chart_name)
+    (output / f"{name}.md").write_text(text + "\n", encoding="utf-8")
+    say(f"wrote {output / name}.json, {name}.md" + (f", {chart_name}" if drew else ""))
+    say(f"total {result['meta']['duration_s']} s")
+    for line in report.headline(result):
+        say(f"- {line}")
+    if failures:
+        say("FAILED:\n  " + "\n  ".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

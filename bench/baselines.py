@@ -1,0 +1,273 @@
+"""Peer baselines: the same debit done the ways a user might pick instead of this design.
+
+(a) naive: GetItem the balance, check it in the function, PutItem it back (no condition):
+    two cheap requests, and under concurrency lost updates and overspending;
+(b) Powertools' idempotency utility (`idempotent_function` with `DynamoDBPersistenceLayer`
+    on its own table) around one conditional `UpdateItem` (`balance >= :amount`): safe
+    against overspending and replays, but three round trips per debit, no ledger entry, no
+    exact `balanceAfter` chain, no usage row, and the record and the balance are not written
+    atomically (a crash between them leaves an in-progress record to expire).
+
+Both run with one worker (cost and latency) and with several workers on one account
+(correctness and throughput), on the same DynamoDB Local as the rest of the run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from bench.capacity import Probe
+from bench.env import Environment, FakeLambdaContext, say, unique
+from bench.stats import latency
+from devtools import dynamodb_local
+from serverless_credits import keys
+from serverless_credits.commands import DebitCommand
+from serverless_credits.errors import InsufficientCredits
+from serverless_credits.store import CreditsStore, from_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+Debit = Callable[[str, str], bool]  # (account id, idempotency key) -> charged?
+
+
+def _account_key(account_id: str) -> dict[str, Any]:
+    return {"pk": {"S": keys.account_pk(account_id)}, "sk": {"S": keys.ACCOUNT_SK}}
+
+
+def _balance(env: Environment, account_id: str) -> Decimal:
+    item = env.admin.get_item(
+        TableName=env.table, Key=_account_key(account_id), ConsistentRead=True
+    )["Item"]
+    return Decimal(str(from_item(item)["balance"]))
+
+
+# ---------------------------------------------------------------- this design
+def design_debit(env: Environment, client: DynamoDBClient) -> Debit:
+    """The library's debit (one TransactWriteItems), as the Debit function runs it."""
+    ledger = env.ledger(CreditsStore(client, env.table))
+
+    def debit(account_id: str, key: str) -> bool:
+        command = DebitCommand(
+            account_id=account_id, idempotency_key=key, amount=Decimal(1), endpoint="/v1/echo"
+        )
+        try:
+            ledger.debit(command)
+        except InsufficientCredits:
+            return False
+        return True
+
+    return debit
+
+
+# ---------------------------------------------------------------- (a) naive
+def naive_debit(env: Environment, client: DynamoDBClient) -> Debit:
+    def debit(account_id: str, _key: str) -> bool:
+        item = client.get_item(TableName=env.table, Key=_account_key(account_id))["Item"]
+        balance = Decimal(item["balance"]["N"])
+        if balance < 1:
+            return False
+        item["balance"] = {"N": str(balance - 1)}
+        client.put_item(TableName=env.table, Item=item)
+        return True
+
+    return debit
+
+
+# ---------------------------------------------------------------- (b) Powertools idempotency
+def create_idempotency_table(env: Environment) -> str:
+    """The table Powertools' documentation asks for: partition key `id`, TTL `expiration`."""
+    name = f"idempotency-bench-{env.run_id}"
+    env.admin.create_table(
+        TableName=name,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    env.admin.get_waiter("table_exists").wait(TableName=name)
+    env.admin.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+    )
+    return name
+
+
+class Declined(Exception):
+    pass
+
+
+def powertools_debit(env: Environment, client: DynamoDBClient, table: str) -> Debit:
+    from aws_lambda_powertools.utilities.idempotency import (  # noqa: PLC0415 - baseline only
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=client)
+    config = IdempotencyConfig(
+        event_key_jmespath="idempotencyKey", raise_on_no_idempotency_key=True
+    )
+    config.register_lambda_context(FakeLambdaContext())  # type: ignore[arg-type]
+
+    @idempotent_function(  # type: ignore[untyped-decorator]
+        data_keyword_argument="request", persistence_store=persistence, config=config
+    )
+    def charge(request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = client.update_item(
+                TableName=env.table,
+                Key=_account_key(request["accountId"]),
+                UpdateExpression="SET balance = balance - :amount",
+                ConditionExpression="balance >= :amount",
+                ExpressionAttributeValues={":amount": {"N": str(request["amount"])}},
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise Declined from exc
+            raise
+        return {"balanceAfter": response["Attributes"]["balance"]["N"]}
+
+    def debit(account_id: str, key: str) -> bool:
+        try:
+            charge(request={"accountId": account_id, "idempotencyKey": key, "amount": 1})
+        except Declined:
+            return False
+        return True
+
+    return debit
+
+
+# ---------------------------------------------------------------- runs
+def _singles(
+    env: Environment,
+    makers: dict[str, Callable[[DynamoDBClient], Debit]],
+    samples: int,
+    warmup: int,
+) -> dict[str, tuple[dict[str, Any], float, dict[str, Any]]]:
+    """One warm worker per approach, timed call by call in turn (same load for each)."""
+    setup = env.ledger(env.store())
+    runs: dict[str, tuple[DynamoDBClient, Debit, str]] = {}
+    for name, make in makers.items():
+        client = dynamodb_local.client_for(env.endpoint)
+        account_id = unique("peer")
+        env.create_account(setup, account_id, 1_000_000)
+        runs[name] = (client, make(client), account_id)
+    times: dict[str, list[float]] = {name: [] for name in makers}
+    for index in range(warmup + samples):
+        for name, (_, debit, account_id) in runs.items():
+            started = time.perf_counter()
+            debit(account_id, f"single-{index}")
+            if index >= warmup:
+                times[name].append(time.perf_counter() - started)
+    results: dict[str, tuple[dict[str, Any], float, dict[str, Any]]] = {}
+    for name, (client, debit, account_id) in runs.items():
+        probe = Probe(client, side_client=env.admin, capacity=True)
+        with probe.recording() as tally:
+            debit(account_id, unique("probe"))
+        probe.close()
+        results[name] = (latency(times[name]), statistics.median(times[name]), tally.summary())
+    return results
+
+
+def _concurrent(
+    env: Environment, make: Callable[[DynamoDBClient], Debit], workers: int, debits: int
+) -> dict[str, Any]:
+    funded = debits // 2
+    account_id = unique("peerhot")
+    env.create_account(env.ledger(env.store()), account_id, funded)
+    functions = [make(dynamodb_local.client_for(env.endpoint)) for _ in range(workers)]
+    lock = threading.Lock()
+    remaining = iter(range(debits))
+    accepted = 0
+    errors: dict[str, int] = {}
+    barrier = threading.Barrier(workers + 1)
+
+    def work(debit: Debit) -> None:
+        nonlocal accepted
+        barrier.wait()
+        while True:
+            with lock:
+                index = next(remaining, None)
+            if index is None:
+                return
+            try:
+                charged = debit(account_id, f"hot-{index}")
+            except Exception as exc:  # counted and reported
+                with lock:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            if charged:
+                with lock:
+                    accepted += 1
+
+    threads = [threading.Thread(target=work, args=(f,), daemon=True) for f in functions]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    final = _balance(env, account_id)
+    deducted = Decimal(funded) - final
+    return {
+        "workers": workers,
+        "debits_attempted": debits,
+        "funded": funded,
+        "accepted": accepted,
+        "actually_deducted": int(deducted),
+        "lost_updates": int(accepted - deducted),
+        "overspent_credits": max(0, accepted - funded),
+        "final_balance": int(final),
+        "errors": errors,
+        "accepted_per_second": round(accepted / elapsed, 1) if elapsed else None,
+        "correct": accepted == funded and final == 0 and not errors,
+    }
+
+
+def baselines(
+    env: Environment, samples: int, warmup: int, workers: int, debits: int
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    idempotency_table = create_idempotency_table(env)
+    makers: dict[str, tuple[str, Callable[[DynamoDBClient], Debit]]] = {
+        "this_design": (
+            "One TransactWriteItems: balance (version-conditioned), ledger entry, "
+            "idempotency record, daily usage",
+            lambda client: design_debit(env, client),
+        ),
+        "naive_get_put": (
+            "GetItem + PutItem, balance checked in the function (no condition, no ledger)",
+            lambda client: naive_debit(env, client),
+        ),
+        "powertools_idempotency": (
+            "Powertools idempotent_function (DynamoDBPersistenceLayer, own table) around a "
+            "conditional UpdateItem (balance >= amount); no ledger entry",
+            lambda client: powertools_debit(env, client, idempotency_table),
+        ),
+    }
+    singles = _singles(env, {name: make for name, (_, make) in makers.items()}, samples, warmup)
+    for name, (description, make) in makers.items():
+        single, median, cost = singles[name]
+        hot = _concurrent(env, make, workers, debits)
+        results[name] = {
+            "description": description,
+            "latency": single,
+            "median_s": median,
+            "cost": cost,
+            "concurrent": hot,
+        }
+        say(
+            f"  {name}: p50 {single['p50_ms']} ms, {cost['requests']} requests, "
+            f"{cost['write_units']} WCU + {cost['read_units']} RCU; {workers} workers: "
+            f"{hot['accepted']} accepted for {hot['funded']} funded, "
+            f"{hot['lost_updates']} lost updates, overspent {hot['overspent_credits']}"
+        )
+    return results

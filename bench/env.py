@@ -1,0 +1,161 @@
+"""The benchmark's world: DynamoDB Local tables, function environments, handlers, accounts."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from devtools import dynamodb_local, template
+from serverless_credits import keys, service
+from serverless_credits.commands import CreateAccountCommand
+from serverless_credits.config import Settings
+from serverless_credits.ledger import Ledger
+from serverless_credits.models import Account, ApiKeyMapping, utc_now
+from serverless_credits.prices import PriceCatalog
+from serverless_credits.store import CreditsStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+# Local stand-ins for what Lambda and Secrets Manager provide in AWS.
+CURSOR_SIGNING_KEY = "bench-cursor-signing-key-0123456789abcdef"
+TRACING_OFF = {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
+def say(message: str) -> None:
+    """Progress on the real stdout (Powertools' log and metric lines go to /dev/null)."""
+    stream = sys.__stdout__ or sys.stderr
+    stream.write(message + "\n")
+    stream.flush()
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Send what handlers print (EMF metrics, JSON logs) to /dev/null, as Lambda ships it
+    off to CloudWatch: serialising it is part of a handler's cost, reading it is not ours."""
+    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+        yield
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "bench-function"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/bench-function"
+    log_stream_name: str = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 10_000
+
+
+@dataclass
+class Environment:
+    endpoint: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    table: str = ""
+    mirror: str = ""
+
+    def __post_init__(self) -> None:
+        self.table = self.table or f"credits-bench-{self.run_id}"
+        self.mirror = self.mirror or f"credits-bench-mirror-{self.run_id}"
+        self.admin: DynamoDBClient = dynamodb_local.client_for(self.endpoint)
+        self.specs = template.functions({"CreditsTable": self.table})
+        for name in (self.table, self.mirror):
+            dynamodb_local.create_table(self.admin, name)
+        self.local_env = {
+            **dynamodb_local.LOCAL_CREDENTIALS,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.endpoint,
+            "TABLE_NAME": self.table,
+        }
+        self.settings = Settings.model_validate({**self.function_env("DebitFunction")})
+
+    # ------------------------------------------------------------ functions
+    def function_env(self, logical_id: str) -> dict[str, str]:
+        """The function's environment from template.yaml, pointed at DynamoDB Local."""
+        environment = dict(self.specs[logical_id].environment)
+        if "CURSOR_SIGNING_KEY" in environment:
+            environment["CURSOR_SIGNING_KEY"] = CURSOR_SIGNING_KEY
+        return {**environment, **self.local_env, **TRACING_OFF}
+
+    @contextlib.contextmanager
+    def in_function(self, logical_id: str) -> Iterator[None]:
+        """The process looks like the function's execution environment (fresh caches)."""
+        values = self.function_env(logical_id)
+        saved = {name: os.environ.get(name) for name in values}
+        os.environ.update(values)
+        service.reset()
+        try:
+            yield
+        finally:
+            service.reset()
+            for name, previous in saved.items():
+                if previous is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = previous
+
+    def has_function_code(self, logical_id: str) -> bool:
+        spec = self.specs[logical_id]
+        module_file = spec.handler.rsplit(".", 1)[0] + ".py"
+        return (spec.code_dir / module_file).is_file()
+
+    def handler(self, logical_id: str) -> Handler:
+        """Import the function's handler as Lambda would (`functions.<dir>.<module>`)."""
+        spec = self.specs[logical_id]
+        module_name, attribute = spec.handler.rsplit(".", 1)
+        with quiet():
+            module = importlib.import_module(f"functions.{spec.code_dir.name}.{module_name}")
+        found: Handler = getattr(module, attribute)
+        return found
+
+    # ------------------------------------------------------------ data
+    def store(self, table: str | None = None) -> CreditsStore:
+        """A store on its own client, configured as the functions' (CreditsStore.connect)."""
+        saved = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB")
+        os.environ.update(self.local_env)
+        try:
+            return CreditsStore.connect(table or self.table)
+        finally:
+            if saved is None:
+                os.environ.pop("AWS_ENDPOINT_URL_DYNAMODB", None)
+
+    def ledger(self, store: CreditsStore) -> Ledger:
+        """A ledger as one function instance holds it (its own account cache)."""
+        return Ledger(store, PriceCatalog(store, self.settings.cache_seconds), self.settings)
+
+    def create_account(
+        self, ledger: Ledger, account_id: str, balance: Decimal | int, *, mirror: bool = False
+    ) -> Account:
+        account = ledger.create_account(
+            CreateAccountCommand(account_id=account_id, opening_balance=Decimal(balance))
+        )
+        if mirror:
+            self.copy_to_mirror(keys.account_pk(account_id), keys.ACCOUNT_SK)
+        return account
+
+    def copy_to_mirror(self, pk: str, sk: str) -> None:
+        key = {"pk": {"S": pk}, "sk": {"S": sk}}
+        item = self.admin.get_item(TableName=self.table, Key=key, ConsistentRead=True)["Item"]
+        self.admin.put_item(TableName=self.mirror, Item=item)
+
+    def map_api_key(self, store: CreditsStore, api_key_id: str, account_id: str) -> None:
+        store.put_api_key_mapping(
+            ApiKeyMapping(
+                api_key_id=api_key_id, account_id=account_id, plan="free", created_at=utc_now()
+            )
+        )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"

@@ -1,0 +1,46 @@
+"""How much each benchmark does: full sizes for `make bench`, small ones for `--quick` (CI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sizes:
+    name: str
+    warmup: int  # calls before timing starts (caches, connections, JIT of DynamoDB Local)
+    samples: int  # timed calls per operation (handler overhead, read timings)
+    concurrency: tuple[int, ...]  # workers in the contention runs
+    debits_per_run: int  # debits attempted per contention run
+    spread_accounts: int  # accounts in the "spread" contention runs
+    baseline_workers: int  # concurrent workers for the naive and Powertools baselines
+    baseline_debits: int
+    scale_entries: tuple[int, int]  # ledger entries in the small and the large account
+    import_runs: int  # fresh interpreters per function for the import-time median
+
+
+FULL = Sizes(
+    name="full",
+    warmup=20,
+    samples=200,
+    concurrency=(1, 4, 16, 64),
+    debits_per_run=512,
+    spread_accounts=64,
+    baseline_workers=16,
+    baseline_debits=320,
+    scale_entries=(1_000, 100_000),
+    import_runs=5,
+)
+
+QUICK = Sizes(
+    name="quick",
+    warmup=10,
+    samples=40,
+    concurrency=(1, 4, 16, 64),
+    debits_per_run=256,
+    spread_accounts=64,
+    baseline_workers=16,
+    baseline_debits=128,
+    scale_entries=(1_000, 10_000),
+    import_runs=3,
+)

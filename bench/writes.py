@@ -1,0 +1,165 @@
+"""Write operations: what a debit, a top-up and a refund cost, and what the handler adds.
+
+Cost: each operation runs once with a `Probe` (requests, capacity by AWS's rules).
+Overhead: a full debit through `functions.debit.app.lambda_handler` against the very
+`TransactWriteItems` it issued, replayed bare on a mirror table that holds the same account
+state (same item sizes, same conditions, same DynamoDB Local, interleaved call by call).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from decimal import Decimal
+from typing import Any
+
+from bench.capacity import PARTITION_WRITE_UNITS_PER_SECOND, Probe
+from bench.env import Environment, FakeLambdaContext, Handler, quiet, say, unique
+from bench.sizes import Sizes
+from bench.stats import latency, ratio
+from serverless_credits import keys, service
+from serverless_credits.commands import CreditCommand
+
+DEBIT_FUNCTION = "DebitFunction"
+OPENING_BALANCE = 1_000_000
+
+
+def debit_event(account_id: str, key: str) -> dict[str, Any]:
+    """A Debit function request as another Lambda sends it (priced by action)."""
+    return {
+        "accountId": account_id,
+        "idempotencyKey": key,
+        "action": "api_call",
+        "quantity": 1,
+        "endpoint": "/v1/echo",
+        "description": "bench call",
+    }
+
+
+def _invoke(handler: Handler, event: dict[str, Any]) -> dict[str, Any]:
+    with quiet():
+        response = handler(event, FakeLambdaContext())
+    if "error" in response:
+        raise RuntimeError(f"handler refused a benchmark request: {response['error']}")
+    return response
+
+
+def write_costs(env: Environment) -> dict[str, Any]:
+    """Requests and capacity of debit (cold and warm function), top-up and refund."""
+    results: dict[str, Any] = {}
+    with env.in_function(DEBIT_FUNCTION):
+        handler = env.handler(DEBIT_FUNCTION)
+        store = service.store()
+        account_id = unique("cost")
+        env.create_account(service.ledger(), account_id, OPENING_BALANCE)
+        service.reset()  # a cold function: no price list, no account state cached
+        store = service.store()
+        probe = Probe(store.client, side_client=env.admin, capacity=True)
+        with probe.recording() as tally:
+            _invoke(handler, debit_event(account_id, unique("k")))
+        results["debit_cold"] = tally.summary()
+        for _ in range(3):  # steady state: the function keeps the account's last version
+            _invoke(handler, debit_event(account_id, unique("k")))
+        with probe.recording() as tally:
+            debited = _invoke(handler, debit_event(account_id, unique("k")))
+        results["debit"] = tally.summary()
+        with probe.recording() as tally:
+            service.ledger().top_up(
+                CreditCommand(
+                    account_id=account_id,
+                    idempotency_key=unique("topup"),
+                    amount=Decimal(500),
+                    reference="po_123456",
+                    description="bench top-up",
+                )
+            )
+        results["topup"] = tally.summary()
+        refund = {
+            "operation": "refund",
+            "accountId": account_id,
+            "idempotencyKey": unique("refund"),
+            "transactionId": debited["transactionId"],
+            "reason": "bench refund",
+            "failedCall": True,
+        }
+        with probe.recording() as tally:
+            _invoke(handler, refund)
+        results["refund"] = tally.summary()
+        probe.close()
+
+    debit = results["debit"]
+    balance_units = debit["write_units_by_pk_prefix"].get("ACCOUNT", 0.0)
+    partition = {
+        "write_units_per_debit": balance_units,
+        "items_per_debit_on_balance_key": sum(
+            1 for item in debit["calls"][-1]["write_items"] if item["pk"].startswith("ACCOUNT#")
+        ),
+        "max_debits_per_second_one_account": (
+            PARTITION_WRITE_UNITS_PER_SECOND / balance_units if balance_units else None
+        ),
+        "rule": "1,000 write units per second per partition; a transactional write of an "
+        "item up to 1 KB costs 2",
+    }
+    return {"operations": results, "balance_partition": partition}
+
+
+def debit_overhead(env: Environment, sizes: Sizes) -> dict[str, Any]:
+    """Median full handler debit / median bare TransactWriteItems (the same request)."""
+    with env.in_function(DEBIT_FUNCTION):
+        handler = env.handler(DEBIT_FUNCTION)
+        account_id = unique("overhead")
+        env.create_account(service.ledger(), account_id, OPENING_BALANCE, mirror=True)
+        store = service.store()
+        bare = env.store(env.mirror).client
+        probe = Probe(store.client, capture=True)
+        handler_times: list[float] = []
+        bare_times: list[float] = []
+        requests: list[int] = []
+        for index in range(sizes.warmup + sizes.samples):
+            event = debit_event(account_id, f"overhead-{index}")
+            with probe.recording() as tally:
+                started = time.perf_counter()
+                _invoke(handler, event)
+                handler_elapsed = time.perf_counter() - started
+            writes = [params for name, params in probe.captured if name == "TransactWriteItems"]
+            if len(writes) != 1:
+                raise RuntimeError(f"expected one TransactWriteItems per debit, saw {len(writes)}")
+            request = _retarget(writes[0], env.mirror)
+            started = time.perf_counter()
+            bare.transact_write_items(**request)
+            bare_elapsed = time.perf_counter() - started
+            if index >= sizes.warmup:
+                handler_times.append(handler_elapsed)
+                bare_times.append(bare_elapsed)
+                requests.append(tally.requests)
+        probe.close()
+    result: dict[str, Any] = {
+        "handler": latency(handler_times),
+        "bare": latency(bare_times),
+        "bare_call": "TransactWriteItems (the handler's own request, replayed on a mirror table)",
+        "requests_per_handler_call": statistics.median(requests),
+        "ratio_p50": ratio(statistics.median(handler_times), statistics.median(bare_times)),
+        "added_p50_ms": round(
+            (statistics.median(handler_times) - statistics.median(bare_times)) * 1000, 3
+        ),
+    }
+    say(
+        f"  debit overhead: handler p50 {result['handler']['p50_ms']} ms, bare TransactWriteItems "
+        f"p50 {result['bare']['p50_ms']} ms, ratio {result['ratio_p50']}"
+    )
+    return result
+
+
+def _retarget(params: dict[str, Any], table: str) -> dict[str, Any]:
+    """The captured request on another table, with its own client request token."""
+    request = copy.deepcopy(params)
+    request.pop("ClientRequestToken", None)
+    for entry in request["TransactItems"]:
+        for body in entry.values():
+            body["TableName"] = table
+    return request
+
+
+def account_key(account_id: str) -> dict[str, Any]:
+    return {"pk": {"S": keys.account_pk(account_id)}, "sk": {"S": keys.ACCOUNT_SK}}

@@ -1,0 +1,450 @@
+"""The whole service on one machine: `make run` (`python -m devtools.local_stack`).
+
+Starts DynamoDB Local (the npm package's jar), creates the table from `template.yaml`, seeds a
+demo account with an API key and some history, then serves
+- the HTTP API as API Gateway would (`devtools.local_gateway`) on http://127.0.0.1:3000, and
+- Lambda's Invoke API for every function (`devtools.local_lambda`) on http://127.0.0.1:3001,
+with the handlers running in this process under the template's environment, until Ctrl-C.
+Once ready it writes `.local/stack.json` (apiUrl, lambdaEndpoint, apiKey, accountId,
+dynamodbEndpoint, tableName, ...) for scripts and tools, and removes it on exit.
+
+Ports: --api-port/--lambda-port/--dynamodb-port or CREDITS_API_PORT/CREDITS_LAMBDA_PORT/
+CREDITS_DYNAMODB_PORT (0 picks a free port). Template parameters: --parameter-overrides
+Name=Value ... as with `sam local`. Tests use `LocalStack` directly (tests/e2e/conftest.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from devtools import dynamodb_local, local_seed, template
+from devtools.local_gateway import LocalGateway, parameters_with, usage_plans
+from devtools.local_lambda import (
+    LOCAL_ACCOUNT_ID,
+    LOCAL_REGION,
+    FunctionRuntime,
+    lambda_invoke_app,
+)
+
+LOGGER = logging.getLogger("devtools.local_stack")
+DEFAULT_STATE_FILE = template.PROJECT_ROOT / ".local" / "stack.json"
+DEMO_ACCOUNT_ID = "acct_demo"
+API_ID = "CreditsApi"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    host: str = "127.0.0.1"
+    api_port: int = 3000
+    lambda_port: int = 3001
+    dynamodb_port: int = 8000
+    dynamodb_endpoint: str | None = None  # use a running DynamoDB instead of starting one
+    table_name: str | None = None  # default: the template's TableName for the stage
+    parameter_overrides: Mapping[str, str] = field(default_factory=dict)
+    demo_account_id: str = DEMO_ACCOUNT_ID
+    demo_plan: str = "pro"
+    state_file: Path | None = DEFAULT_STATE_FILE
+
+
+class _Server:
+    """A werkzeug threaded WSGI server on its own thread (port 0: a free port)."""
+
+    def __init__(self, name: str, host: str, port: int, app: Callable[..., Any]) -> None:
+        self.name = name
+        try:
+            self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        except SystemExit as exc:  # werkzeug reports a taken port, then exits
+            raise OSError(f"{name} port {port} on {host} is in use") from exc
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
+        self.url = f"http://{reachable}:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(timeout=10)
+        self.server.server_close()
+
+
+def _table_name(parameters: Mapping[str, str]) -> str:
+    value = template.resource("CreditsTable")["Properties"]["TableName"]
+    text = value["Fn::Sub"] if isinstance(value, dict) else str(value)
+    for name, replacement in parameters.items():
+        text = text.replace("${" + name + "}", replacement)
+    return text
+
+
+class LocalStack:
+    """DynamoDB (started or given), the table, the demo account and both servers."""
+
+    def __init__(self, settings: StackSettings | None = None) -> None:
+        self.settings = settings or StackSettings()
+        self.parameters = parameters_with(self.settings.parameter_overrides)
+        self.stage = self.parameters.get("Stage", "dev")
+        self.table_name = self.settings.table_name or _table_name(self.parameters)
+        self.plans = usage_plans(self.parameters)
+        self.keys = local_seed.key_issuer()
+        self.dynamodb_endpoint = self.settings.dynamodb_endpoint or ""
+        self.demo: local_seed.LocalAccount | None = None
+        self.runtime: FunctionRuntime | None = None
+        self.gateway: LocalGateway | None = None
+        self._dynamodb: dynamodb_local.DynamoDBLocal | None = None
+        self._servers: list[_Server] = []
+        self._saved_environment: dict[str, str | None] = {}
+        self._state_written = False
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        settings = self.settings
+        runtime = FunctionRuntime.from_template(
+            {
+                **self.parameters,
+                "CreditsTable": self.table_name,
+                "AWS::Region": LOCAL_REGION,
+                "AWS::AccountId": LOCAL_ACCOUNT_ID,
+            }
+        )
+        self.runtime = runtime
+        gateway = LocalGateway(
+            runtime, self.keys, stage=self.stage, plans=self.plans, api_id=API_ID
+        )
+        self.gateway = gateway
+        # Bind both ports first: a taken port fails before DynamoDB Local starts.
+        self._servers.append(_Server("api", settings.host, settings.api_port, gateway))
+        self._servers.append(
+            _Server("lambda", settings.host, settings.lambda_port, lambda_invoke_app(runtime))
+        )
+        if not self.dynamodb_endpoint:
+            self._dynamodb = dynamodb_local.DynamoDBLocal(port=settings.dynamodb_port or None)
+            self._dynamodb.start()
+            self.dynamodb_endpoint = self._dynamodb.endpoint
+        client = dynamodb_local.client_for(self.dynamodb_endpoint)
+        if self.table_name not in client.list_tables()["TableNames"]:
+            dynamodb_local.create_table(client, self.table_name)
+        # The template's variables, then the local ones (as env.json overrides for sam local).
+        self._apply_environment(
+            {
+                **runtime.environment(),
+                **dynamodb_local.LOCAL_CREDENTIALS,
+                "AWS_REGION": LOCAL_REGION,
+                "AWS_SAM_LOCAL": "true",
+                "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint,
+                # A function that invokes another one reaches this stack's Invoke API.
+                "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
+            }
+        )
+        self.demo = self.seed_demo()
+        for server in self._servers:
+            server.start()
+        if settings.state_file is not None:
+            self._write_state(settings.state_file)
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.stop()
+        self._servers = []
+        self._restore_environment()
+        if self._dynamodb is not None:
+            self._dynamodb.stop()
+            self._dynamodb = None
+        if self._state_written and self.settings.state_file is not None:
+            self.settings.state_file.unlink(missing_ok=True)
+            self._state_written = False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ addresses
+    @property
+    def api_url(self) -> str:
+        return self._servers[0].url
+
+    @property
+    def lambda_endpoint(self) -> str:
+        return self._servers[1].url
+
+    def describe(self) -> dict[str, Any]:
+        """What `.local/stack.json` holds."""
+        if self.demo is None or self.runtime is None or self.gateway is None:
+            raise RuntimeError("the stack is not running")
+        gateway_routes = self.gateway.routes
+        return {
+            "apiUrl": self.api_url,
+            "stage": self.stage,
+            "lambdaEndpoint": self.lambda_endpoint,
+            "region": LOCAL_REGION,
+            "apiKey": self.demo.api_key,
+            "apiKeyId": self.demo.api_key_id,
+            "plan": self.demo.plan,
+            "accountId": self.demo.account_id,
+            "dynamodbEndpoint": self.dynamodb_endpoint,
+            "tableName": self.table_name,
+            "functions": sorted(self.runtime.specs),
+            "routes": [
+                {"method": r.method, "path": r.path, "function": r.function} for r in gateway_routes
+            ],
+            "pid": os.getpid(),
+        }
+
+    def _write_state(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_suffix(".tmp")
+        # It carries an API key: readable by the owner only.
+        descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(self.describe(), handle, indent=2)
+            handle.write("\n")
+        scratch.replace(path)
+        self._state_written = True
+
+    # ------------------------------------------------------------ environment
+    def _apply_environment(self, values: Mapping[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        local_seed.reset_service()
+
+    def _restore_environment(self) -> None:
+        if not self._saved_environment:
+            return
+        for name, previous in self._saved_environment.items():
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
+        self._saved_environment = {}
+        local_seed.reset_service()
+
+    # ------------------------------------------------------------ accounts and keys
+    def add_account(
+        self,
+        account_id: str,
+        *,
+        plan: str = "free",
+        opening_balance: Decimal = Decimal(0),
+        history: bool = False,
+    ) -> local_seed.LocalAccount:
+        """Provision an account with an API key on `plan`'s usage plan (`free`, `pro`)."""
+        if plan not in self.plans:
+            raise ValueError(f"unknown usage plan {plan!r}; the template has {sorted(self.plans)}")
+        return local_seed.provision(
+            account_id,
+            plan=plan,
+            issuer=self.keys,
+            opening_balance=opening_balance,
+            history=history,
+        )
+
+    def seed_demo(self) -> local_seed.LocalAccount:
+        """The demo account and its key; the key ids in events/*.json map to it as well, so
+        `sam local invoke -e events/balance.json` reads the demo account (those ids have no
+        key value in the gateway: over HTTP only the printed random key works)."""
+        demo = self.add_account(
+            self.settings.demo_account_id, plan=self.settings.demo_plan, history=True
+        )
+        for key_id in local_seed.event_api_key_ids():
+            local_seed.map_api_key(key_id, demo.account_id, demo.plan)
+        return demo
+
+
+# ---------------------------------------------------------------- command line
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def parse_args(argv: Sequence[str] | None = None) -> StackSettings:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.local_stack", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--host", default=os.environ.get("CREDITS_HOST", "127.0.0.1"))
+    parser.add_argument("--api-port", type=int, default=_env_int("CREDITS_API_PORT", 3000))
+    parser.add_argument("--lambda-port", type=int, default=_env_int("CREDITS_LAMBDA_PORT", 3001))
+    parser.add_argument(
+        "--dynamodb-port", type=int, default=_env_int("CREDITS_DYNAMODB_PORT", 8000)
+    )
+    parser.add_argument(
+        "--dynamodb-endpoint",
+        default=os.environ.get("CREDITS_DYNAMODB_ENDPOINT"),
+        help="use this DynamoDB (e.g. DynamoDB Local in Docker) instead of starting one",
+    )
+    parser.add_argument("--table-name", help="default: the template's TableName")
+    parser.add_argument(
+        "--parameter-overrides",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameters, e.g. FreePlanQuotaPerDay=20",
+    )
+    parser.add_argument("--plan", default="pro", help="the demo API key's usage plan")
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=Path(os.environ.get("CREDITS_STACK_FILE", DEFAULT_STATE_FILE)),
+    )
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.parameter_overrides:
+        name, separator, value = item.partition("=")
+        if not separator:
+            parser.error(f"--parameter-overrides wants NAME=VALUE, got {item!r}")
+        overrides[name] = value
+    return StackSettings(
+        host=args.host,
+        api_port=args.api_port,
+        lambda_port=args.lambda_port,
+        dynamodb_port=args.dynamodb_port,
+        dynamodb_endpoint=args.dynamodb_endpoint,
+        table_name=args.table_name,
+        parameter_overrides=overrides,
+        demo_plan=args.plan,
+        state_file=args.state_file,
+    )
+
+
+def ensure_prerequisites(settings: StackSettings) -> None:
+    """Install what can be installed (DynamoDB Local from npm); explain what cannot."""
+    if settings.dynamodb_endpoint:
+        return
+    if shutil.which("java") is None:
+        raise SystemExit("DynamoDB Local needs Java 17+ on PATH (e.g. openjdk-17-jre)")
+    try:
+        dynamodb_local.find_jar()
+    except FileNotFoundError:
+        if shutil.which("npm") is None:
+            message = "DynamoDB Local comes from npm: install Node.js, then `make install`"
+            raise SystemExit(message) from None
+        print("Installing DynamoDB Local (npm ci) ...", flush=True)
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=template.PROJECT_ROOT,
+            check=True,
+        )
+
+
+def banner(stack: LocalStack) -> str:
+    description = stack.describe()
+    key, api = description["apiKey"], description["apiUrl"]
+    lines = [
+        "",
+        "Serverless Credits is running locally.",
+        f"  HTTP API (stage {stack.stage}):  {api}",
+        f"  Lambda Invoke API:     {description['lambdaEndpoint']}  "
+        f"(functions: {', '.join(description['functions'])})",
+        f"  DynamoDB Local:        {description['dynamodbEndpoint']}  "
+        f"(table {description['tableName']})",
+        f"  Demo account:          {description['accountId']}  (plan {description['plan']})",
+        f"  API key:               {key}",
+    ]
+    if stack.settings.state_file is not None:
+        lines.append(f"  Stack description:     {stack.settings.state_file}")
+    lines += ["", "Try:"]
+    for route in description["routes"]:
+        if route["method"] in ("GET", "ANY") and "{" not in route["path"]:
+            lines.append(f"  curl -s -H 'x-api-key: {key}' {api}{route['path']}")
+    debit = json.dumps(
+        {
+            "accountId": description["accountId"],
+            "action": "sms",
+            "idempotencyKey": "try-1",
+            "endpoint": "/v1/sms/send",
+        }
+    )
+    lines += [
+        f"  curl -s {api}{description['routes'][0]['path']}        # no key: 403",
+        "  # charge credits as another Lambda would (Lambda Invoke API):",
+        f"  curl -s -X POST {description['lambdaEndpoint']}/2015-03-31/functions/DebitFunction"
+        f"/invocations -d '{debit}'",
+        "  # or watch a few debits move the balance, ledger and stats:",
+        "  .venv/bin/python -m devtools.local_demo",
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class _Stop:
+    """The first Ctrl-C (or SIGTERM) stops cleanly; a second one interrupts the clean-up."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.event.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    ensure_prerequisites(settings)
+    stop = _Stop()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print("Starting DynamoDB Local, the table, the demo account and the servers ...", flush=True)
+    stack = LocalStack(settings)
+    try:
+        stack.start()
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        raise SystemExit(
+            f"The local stack could not start: {exc}\n"
+            "Is a port taken (another `make run`?): choose others with --api-port, "
+            "--lambda-port, --dynamodb-port or CREDITS_*_PORT (0 = any free port)."
+        ) from exc
+    try:
+        print(banner(stack), flush=True)
+        stop.event.wait()
+        print("\nStopping ...", flush=True)
+    finally:
+        stack.stop()
+    print("Stopped.", flush=True)
+    return 0
+
+
+def running_stack(path: Path = DEFAULT_STATE_FILE) -> dict[str, Any]:
+    """The running stack's description (`.local/stack.json`), for scripts."""
+    try:
+        described: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} not found: start the stack with `make run` first") from None
+    return described
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Balance function: GET /v1/credits/balance and GET /v1/credits/balances."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from serverless_credits import http_api, queries, service
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+app = http_api.create_app(metrics)
+
+
+@app.get(
+    "/v1/credits/balance",
+    summary="Credit balance",
+    description="Balance, reserved and available credits, lifetime usage, account flags. "
+    "One consistent read; consumes no credits.",
+    tags=["Credits"],
+    responses=http_api.route_responses("The account's balance"),
+)
+def get_balance(account_id: http_api.CurrentAccount) -> queries.BalanceView:
+    return queries.balance(service.store(), account_id)
+
+
+@app.get(
+    "/v1/credits/balances",
+    summary="Balances per credit lot",
+    description="One entry per credit grant or lot. The ledger keeps no lots yet: one entry "
+    "for the whole available balance (balanceId = account id, no expiry, priority 0).",
+    tags=["Credits"],
+    responses=http_api.route_responses("The account's balances"),
+)
+def get_balances(account_id: http_api.CurrentAccount) -> queries.BalancesView:
+    return queries.balances(service.store(), account_id)
+
+
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
+)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

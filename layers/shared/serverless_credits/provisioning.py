@@ -1,0 +1,112 @@
+"""Account provisioning: create the account, issue its API key on a usage-plan tier, and
+record which account the key belongs to (the `APIKEY#<id>` item the HTTP API reads).
+
+Issuing keys is behind the `ApiKeyIssuer` protocol: `apigateway_keys.ApiGatewayKeyIssuer`
+talks to API Gateway; `devtools.memory_api_keys.InMemoryKeyIssuer` serves tests and the
+local stack. The key's value is returned once, as a `SecretStr`, and never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from serverless_credits import service
+from serverless_credits.commands import CreateAccountCommand
+from serverless_credits.errors import AccountNotFound
+from serverless_credits.ledger import Ledger
+from serverless_credits.models import Account, ApiKeyMapping, utc_now
+from serverless_credits.store import CreditsStore
+
+
+class Tier(StrEnum):
+    """Usage-plan tiers (`FreeUsagePlan`, `ProUsagePlan` in template.yaml)."""
+
+    FREE = "free"
+    PRO = "pro"
+
+
+class ProvisioningError(RuntimeError):
+    """Provisioning cannot run as configured (e.g. no usage plan id for a tier)."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key_id: str
+    value: SecretStr
+
+
+class ApiKeyIssuer(Protocol):
+    def issue(self, *, account_id: str, tier: Tier) -> IssuedKey:
+        """Create an enabled API key attached to the tier's usage plan."""
+        ...
+
+    def revoke(self, api_key_id: str) -> None:
+        """Delete a key (clean-up after a failed provisioning, key rotation)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProvisionedAccount:
+    account: Account
+    tier: Tier
+    api_key_id: str
+    api_key: SecretStr
+
+
+def issue_api_key(
+    account_id: str,
+    tier: Tier,
+    *,
+    issuer: ApiKeyIssuer,
+    store: CreditsStore | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> IssuedKey:
+    """Issue a key for an existing account and map it to the account."""
+    store = store or service.store()
+    if store.get_account(account_id, consistent=True) is None:
+        raise AccountNotFound(account_id)
+    key = issuer.issue(account_id=account_id, tier=tier)
+    mapping = ApiKeyMapping(
+        api_key_id=key.api_key_id, account_id=account_id, plan=tier.value, created_at=clock()
+    )
+    try:
+        store.put_api_key_mapping(mapping)
+    except Exception:
+        issuer.revoke(key.api_key_id)  # no key without an account behind it
+        raise
+    return key
+
+
+def provision_account(
+    command: CreateAccountCommand,
+    tier: Tier,
+    *,
+    issuer: ApiKeyIssuer,
+    ledger: Ledger | None = None,
+    store: CreditsStore | None = None,
+) -> ProvisionedAccount:
+    """Create an account on `tier` and give it an API key on that tier's usage plan."""
+    account = (ledger or service.ledger()).create_account(
+        command.model_copy(update={"plan": tier.value})
+    )
+    key = issue_api_key(account.account_id, tier, issuer=issuer, store=store)
+    return ProvisionedAccount(
+        account=account, tier=tier, api_key_id=key.api_key_id, api_key=key.value
+    )
+
+
+__all__ = [
+    "ApiKeyIssuer",
+    "IssuedKey",
+    "ProvisionedAccount",
+    "ProvisioningError",
+    "Tier",
+    "issue_api_key",
+    "provision_account",
+]

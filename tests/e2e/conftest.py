@@ -1,0 +1,118 @@
+"""One local stack for the end-to-end tests: `devtools.local_stack.LocalStack` in this process,
+on free loopback ports, on the session's DynamoDB Local with a table of its own.
+
+Template parameters are overridden as `sam local --parameter-overrides` would: a small free-plan
+quota so "429 over quota" needs a dozen requests, not a thousand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+import requests
+from botocore.config import Config
+
+from devtools import dynamodb_local
+from devtools.local_seed import LocalAccount
+from devtools.local_stack import LocalStack, StackSettings
+from serverless_credits.client import CreditsClient
+from serverless_credits.store import CreditsStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_lambda.client import LambdaClient
+
+FREE_PLAN = {"FreePlanRateLimit": "5", "FreePlanBurstLimit": "10", "FreePlanQuotaPerDay": "12"}
+_accounts = itertools.count()
+
+
+@pytest.fixture(scope="package")
+def stack(
+    dynamodb_local_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
+    settings = StackSettings(
+        api_port=0,
+        lambda_port=0,
+        dynamodb_endpoint=dynamodb_local_endpoint,
+        table_name=f"credits-e2e-{uuid.uuid4().hex[:8]}",
+        parameter_overrides=FREE_PLAN,
+        state_file=tmp_path_factory.mktemp("stack") / "stack.json",
+    )
+    with LocalStack(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="package")
+def demo(stack: LocalStack) -> LocalAccount:
+    assert stack.demo is not None
+    return stack.demo
+
+
+@pytest.fixture
+def new_account(stack: LocalStack) -> Callable[..., LocalAccount]:
+    """A fresh account with its own key (so quotas and balances don't leak between tests)."""
+
+    def create(plan: str = "pro", balance: Decimal = Decimal(100)) -> LocalAccount:
+        account_id = f"acct_e2e_{next(_accounts)}_{uuid.uuid4().hex[:6]}"
+        return stack.add_account(account_id, plan=plan, opening_balance=balance)
+
+    return create
+
+
+class Api:
+    """The HTTP API over real HTTP, as a customer calls it."""
+
+    def __init__(self, base_url: str, api_key: str | None) -> None:
+        self.base_url = base_url
+        self.session = requests.Session()
+        if api_key is not None:
+            self.session.headers["X-API-Key"] = api_key
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return self.session.get(f"{self.base_url}{path}", params=params or None, timeout=10)
+
+    def json(self, path: str, **params: Any) -> Any:
+        response = self.get(path, **params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+def api_for(stack: LocalStack) -> Callable[[LocalAccount | None], Api]:
+    def make(account: LocalAccount | None) -> Api:
+        return Api(stack.api_url, account.api_key if account else None)
+
+    return make
+
+
+@pytest.fixture
+def demo_api(api_for: Callable[[LocalAccount | None], Api], demo: LocalAccount) -> Api:
+    return api_for(demo)
+
+
+@pytest.fixture(scope="package")
+def lambda_client(stack: LocalStack) -> LambdaClient:
+    return boto3.client(
+        "lambda",
+        endpoint_url=stack.lambda_endpoint,
+        region_name=dynamodb_local.LOCAL_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"total_max_attempts": 1}, read_timeout=30),
+    )
+
+
+@pytest.fixture(scope="package")
+def credits_client(lambda_client: LambdaClient) -> CreditsClient:
+    return CreditsClient(function_name="DebitFunction", lambda_client=lambda_client)
+
+
+@pytest.fixture(scope="package")
+def store(stack: LocalStack) -> CreditsStore:
+    """The table, read directly (to check what the API says against what is stored)."""
+    return CreditsStore(dynamodb_local.client_for(stack.dynamodb_endpoint), stack.table_name)

@@ -1,0 +1,383 @@
+"""The customer HTTP API on DynamoDB Local: stats agree with the ledger, and the read cost
+of every route stays the same whether the ledger holds 100 entries or 5,000."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from devtools.api_events import api_event, invoke
+from functions.account_summary.app import lambda_handler as summary_handler
+from functions.balance.app import lambda_handler as balance_handler
+from functions.stats.app import lambda_handler as stats_handler
+from functions.transactions.app import lambda_handler as transactions_handler
+from serverless_credits import keys, service
+from serverless_credits.commands import (
+    CreateAccountCommand,
+    CreditCommand,
+    DebitCommand,
+    RefundCommand,
+)
+from serverless_credits.config import get_settings
+from serverless_credits.errors import InsufficientCredits
+from serverless_credits.ledger import Ledger
+from serverless_credits.models import (
+    Account,
+    ApiKeyMapping,
+    EntryType,
+    LedgerEntry,
+    UsageIncrement,
+)
+from serverless_credits.money import normalize
+from serverless_credits.store import CreditsStore, to_item
+
+pytestmark = pytest.mark.integration
+
+
+def number(value: Any) -> Decimal:
+    """A JSON number back to an exact decimal."""
+    return normalize(Decimal(str(value)))
+
+
+# ---------------------------------------------------------------- stats agree with the ledger
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class Expected:
+    calls: Counter[date] = field(default_factory=Counter)
+    failed: Counter[date] = field(default_factory=Counter)
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+
+
+def simulate(ledger: Ledger, clock: Clock, rng: random.Random) -> Expected:
+    """70 random steps: charged, declined and refunded calls, and top-ups. Returns what the
+    ledger cannot tell: the calls attempted and which ones failed, per day."""
+    expected = Expected()
+    debits: list[tuple[str, Decimal, date]] = []
+    for step in range(70):
+        clock.now += timedelta(hours=rng.uniform(0.1, 9))
+        roll = rng.random()
+        if roll < 0.6:
+            endpoint = rng.choice(["/v1/sms", "/v1/calls", "/v1/lookup", None])
+            charged = attempt_call(ledger, rng, f"d{step}", endpoint)
+            if charged:
+                debits.append((*charged, clock.now.date()))
+            else:
+                expected.failed[clock.now.date()] += 1
+            expected.calls[clock.now.date()] += 1
+            if endpoint:
+                expected.by_endpoint[endpoint] += 1
+        elif roll < 0.8 and debits:
+            transaction_id, amount, day = debits.pop(rng.randrange(len(debits)))
+            failed_call = rng.random() < 0.5
+            part = (amount / 2).quantize(Decimal("0.000001"))
+            ledger.refund(
+                RefundCommand(
+                    account_id="acct_sums",
+                    idempotency_key=f"r{step}",
+                    transaction_id=transaction_id,
+                    amount=None if rng.random() < 0.5 or not part else part,
+                    failed_call=failed_call,
+                )
+            )
+            if failed_call:
+                expected.failed[day] += 1  # counted on the day of the call it refunds
+        else:
+            ledger.top_up(
+                CreditCommand(
+                    account_id="acct_sums",
+                    idempotency_key=f"t{step}",
+                    amount=Decimal(rng.randint(5, 50)),
+                )
+            )
+    return expected
+
+
+def attempt_call(
+    ledger: Ledger, rng: random.Random, key: str, endpoint: str | None
+) -> tuple[str, Decimal] | None:
+    """A billable call by action or by amount (sometimes too big): its id and amount, or None
+    when it is declined."""
+    fields: dict[str, Any]
+    if rng.random() < 0.08:
+        fields = {"amount": Decimal(100_000)}  # more than the balance: declined
+    elif rng.random() < 0.6:
+        fields = {
+            "action": rng.choice(["sms", "voice_call_minute", "transcription_minute"]),
+            "quantity": Decimal(rng.randint(1, 4)),
+        }
+    else:
+        fields = {"amount": Decimal(rng.randint(1, 400_000)) / 100_000}
+    try:
+        result = ledger.debit(
+            DebitCommand(account_id="acct_sums", idempotency_key=key, endpoint=endpoint, **fields)
+        )
+    except InsufficientCredits:
+        return None
+    return result.transaction_id, result.amount
+
+
+def test_stats_totals_equal_the_ledgers_sums(local_store: CreditsStore) -> None:
+    rng = random.Random(20250301)
+    clock = Clock(datetime(2025, 3, 1, 6, 0, tzinfo=UTC))
+    ledger = Ledger(local_store, service.prices(), get_settings(), clock=clock)
+    ledger.create_account(
+        CreateAccountCommand(
+            account_id="acct_sums", credit_price=Decimal("0.02"), opening_balance=Decimal(300)
+        )
+    )
+    local_store.put_api_key_mapping(
+        ApiKeyMapping(api_key_id="k-sums", account_id="acct_sums", plan="pro", created_at=clock.now)
+    )
+    expected = simulate(ledger, clock, rng)
+
+    entries, more = local_store.query_ledger("acct_sums", limit=1000, newest_first=False)
+    assert more is None
+    day_of = {entry.transaction_id: entry.day for entry in entries}
+    used_by_day: dict[date, Decimal] = defaultdict(Decimal)
+    by_type: dict[str, Decimal] = defaultdict(Decimal)
+    by_endpoint_credits: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in entries:
+        if entry.type not in (EntryType.DEBIT, EntryType.REFUND):
+            continue
+        day = day_of[entry.refund_of] if entry.refund_of else entry.day
+        used_by_day[day] -= entry.amount
+        by_type[entry.action or "debit"] -= entry.amount
+        if entry.endpoint:
+            by_endpoint_credits[entry.endpoint] -= entry.amount
+    total_used = sum(used_by_day.values(), Decimal(0))
+    assert total_used == -sum(
+        (e.amount for e in entries if e.type in (EntryType.DEBIT, EntryType.REFUND)), Decimal(0)
+    )
+    first, last = entries[0].day, clock.now.date()
+
+    response = invoke(
+        stats_handler,
+        api_event(
+            "/v1/credits/stats",
+            {"from": first.isoformat(), "to": last.isoformat()},
+            api_key_id="k-sums",
+        ),
+    )
+
+    assert response.status == 200, response.body
+    body = response.body
+    assert number(body["totalUsed"]) == normalize(total_used)
+    assert body["totalCalls"] == sum(expected.calls.values())
+    assert body["failedRequests"] == sum(expected.failed.values())
+    assert body["successfulRequests"] == body["totalCalls"] - body["failedRequests"]
+    assert body["byEndpoint"] == dict(sorted(expected.by_endpoint.items()))
+    assert {k: number(v) for k, v in body["byType"].items() if number(v)} == {
+        k: normalize(v) for k, v in by_type.items() if v
+    }
+    assert {k: number(v) for k, v in body["byEndpointCredits"].items()} == {
+        k: normalize(v) for k, v in by_endpoint_credits.items()
+    }
+    rows = {row["date"]: row for row in body["usage"]}
+    assert len(rows) == (last - first).days + 1
+    for label, row in rows.items():
+        day = date.fromisoformat(label)
+        assert number(row["creditsUsed"]) == normalize(used_by_day.get(day, Decimal(0))), label
+        assert row["calls"] == expected.calls[day], label
+        assert row["failedRequests"] == expected.failed[day], label
+    cost = (total_used * Decimal("0.02")).quantize(Decimal("0.01"))
+    assert body["totalCost"] == f"${cost:,.2f}"
+
+    monthly = invoke(
+        stats_handler,
+        api_event(
+            "/v1/credits/stats",
+            {"startDate": first.isoformat(), "endDate": last.isoformat(), "period": "monthly"},
+            api_key_id="k-sums",
+        ),
+    ).body
+    assert sum(number(row["creditsUsed"]) for row in monthly["usage"]) == normalize(total_used)
+    assert sum(row["calls"] for row in monthly["usage"]) == body["totalCalls"]
+
+
+# ---------------------------------------------------------------- read cost
+@dataclass
+class RequestLog:
+    calls: list[tuple[str, int]] = field(default_factory=list)
+
+    def __call__(self, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        items = len(parsed.get("Items", [])) + (1 if parsed.get("Item") else 0)
+        self.calls.append((model.name, items))
+
+
+def seed_ledger(store: CreditsStore, account_id: str, entries: int, now: datetime) -> None:
+    """An account whose ledger holds `entries` entries (a grant, then 1-credit debits) spread
+    over the last 30 days, with its balance and daily usage rows: written in bulk with the
+    store's own item format instead of one transaction per entry."""
+    start = now - timedelta(days=30)
+    step = timedelta(days=30) / entries
+    grant = Decimal(entries)
+    items: list[dict[str, Any]] = []
+    usage: dict[date, int] = Counter()
+    balance = Decimal(0)
+    created = start
+    for sequence in range(1, entries + 1):
+        created = start + step * (sequence - 1)
+        amount = grant if sequence == 1 else Decimal(-1)
+        balance += amount
+        entry = LedgerEntry(
+            account_id=account_id,
+            transaction_id=keys.transaction_id(created),
+            sequence=sequence,
+            type=EntryType.GRANT if sequence == 1 else EntryType.DEBIT,
+            amount=amount,
+            balance_after=balance,
+            description="bulk",
+            action=None if sequence == 1 else "sms",
+            quantity=None if sequence == 1 else Decimal(1),
+            endpoint=None if sequence == 1 else "/v1/sms",
+            created_at=created,
+        )
+        items.append(
+            {
+                "PutRequest": {
+                    "Item": to_item(
+                        entry, pk=keys.ledger_pk(account_id), sk=keys.ledger_sk(created)
+                    )
+                }
+            }
+        )
+        if sequence > 1:
+            usage[created.date()] += 1
+    store.create_account(
+        Account(
+            account_id=account_id,
+            balance=balance,
+            total=grant,
+            used=Decimal(entries - 1),
+            version=entries,
+            lifetime_requests=entries - 1,
+            last_entry_at=created,
+            created_at=start,
+            updated_at=created,
+        )
+    )
+
+    def write(batch: list[dict[str, Any]]) -> None:
+        request = {store.table_name: batch}
+        while request:
+            response = store.client.batch_write_item(RequestItems=request)  # type: ignore[arg-type]
+            request = response.get("UnprocessedItems") or {}  # type: ignore[assignment]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(write, [items[i : i + 25] for i in range(0, len(items), 25)]))
+    for day, calls in usage.items():
+        store.record_failed_call(
+            account_id,
+            UsageIncrement(
+                day=day,
+                calls=calls,
+                credits_used=Decimal(calls),
+                by_type={"sms": Decimal(calls)},
+                by_endpoint={"/v1/sms": calls},
+                by_endpoint_credits={"/v1/sms": Decimal(calls)},
+            ),
+        )
+    store.put_api_key_mapping(
+        ApiKeyMapping(
+            api_key_id=f"key-{account_id}", account_id=account_id, plan="pro", created_at=start
+        )
+    )
+
+
+@pytest.fixture
+def ledgers(local_store: CreditsStore) -> Iterator[tuple[CreditsStore, RequestLog]]:
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    seed_ledger(local_store, "acct_small", 100, now)
+    seed_ledger(local_store, "acct_big", 5_000, now)
+    log = RequestLog()
+    local_store.client.meta.events.register("after-call.dynamodb.*", log)
+    yield local_store, log
+    local_store.client.meta.events.unregister("after-call.dynamodb.*", log)
+
+
+def route_costs(account_id: str, log: RequestLog) -> dict[str, list[tuple[str, int]]]:
+    """The DynamoDB requests (and items returned) of one call to each route."""
+    key = f"key-{account_id}"
+    week_ago = (datetime.now(UTC) - timedelta(days=7)).date().isoformat()
+    calls: list[tuple[str, Any, str, dict[str, str]]] = [
+        ("balance", balance_handler, "/v1/credits/balance", {}),
+        ("balances", balance_handler, "/v1/credits/balances", {}),
+        ("transactions", transactions_handler, "/v1/credits/transactions", {"limit": "20"}),
+        ("transactions-page-2", transactions_handler, "/v1/credits/transactions", {"limit": "20"}),
+        (
+            "transactions-filtered",
+            transactions_handler,
+            "/v1/credits/transactions",
+            {"limit": "20", "type": "debit", "from": week_ago},
+        ),
+        ("stats-30-days", stats_handler, "/v1/credits/stats", {"days": "30"}),
+        ("stats-monthly", stats_handler, "/v1/credits/stats", {"days": "30", "period": "monthly"}),
+        ("summary", summary_handler, "/v1/account/summary", {}),
+    ]
+    invoke(balance_handler, api_event("/v1/credits/balance", api_key_id=key))  # warm the key cache
+    costs: dict[str, list[tuple[str, int]]] = {}
+    cursor = ""
+    for name, handler, path, parameters in calls:
+        query = {**parameters, "cursor": cursor} if name == "transactions-page-2" else parameters
+        log.calls.clear()
+        response = invoke(handler, api_event(path, query, api_key_id=key))
+        assert response.status == 200, (name, response.body)
+        if name == "transactions":
+            cursor = response.body["nextCursor"]
+            assert len(response.body["data"]) == 20
+        costs[name] = list(log.calls)
+    return costs
+
+
+def test_read_cost_does_not_grow_with_the_ledger(ledgers: tuple[CreditsStore, RequestLog]) -> None:
+    _, log = ledgers
+    small = route_costs("acct_small", log)
+    big = route_costs("acct_big", log)
+
+    assert small == big
+    assert big["balance"] == [("GetItem", 1)]
+    assert big["balances"] == [("GetItem", 1)]
+    for page in ("transactions", "transactions-page-2", "transactions-filtered"):
+        assert big[page] == [("Query", 21)]  # one Query: the page and one more to prove hasMore
+    for name in ("stats-30-days", "stats-monthly", "summary"):
+        operations = sorted(operation for operation, _ in big[name])
+        assert operations == ["GetItem", "Query"]
+        assert sum(items for _, items in big[name]) <= 1 + 31  # the account and <= 31 daily rows
+
+
+def test_cursor_walks_the_whole_ledger_in_order(local_store: CreditsStore) -> None:
+    seed_ledger(local_store, "acct_small", 100, datetime.now(UTC))
+    log = RequestLog()
+    local_store.client.meta.events.register("after-call.dynamodb.*", log)
+    sequences: list[int] = []
+    cursor: str | None = None
+    queries = 0
+    while True:
+        query = {"limit": "30"} | ({"cursor": cursor} if cursor else {})
+        log.calls.clear()
+        body = invoke(
+            transactions_handler,
+            api_event("/v1/credits/transactions", query, api_key_id="key-acct_small"),
+        ).body
+        queries += sum(1 for operation, _ in log.calls if operation == "Query")
+        sequences += [entry["sequence"] for entry in body["data"]]
+        cursor = body["nextCursor"]
+        if not body["hasMore"]:
+            break
+    assert sequences == list(range(100, 0, -1))
+    assert queries == 4

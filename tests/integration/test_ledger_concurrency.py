@@ -1,0 +1,122 @@
+"""Concurrent debits on one hot account, on DynamoDB Local: never overspent, nothing lost,
+each debit succeeds or fails cleanly, and the ledger chain stays exact."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+
+from serverless_credits import service
+from serverless_credits.commands import CreateAccountCommand, DebitCommand
+from serverless_credits.config import get_settings
+from serverless_credits.errors import InsufficientCredits, ServiceBusy
+from serverless_credits.ledger import Ledger
+from serverless_credits.models import EntryType, OperationResult
+from serverless_credits.prices import PriceCatalog
+from serverless_credits.store import CreditsStore
+from tests.integration.conftest import LedgerAudit
+
+pytestmark = pytest.mark.integration
+
+THREADS = 16
+DEBITS_PER_THREAD = 50
+OPENING_BALANCE = Decimal(40)
+AMOUNTS = (Decimal(1), Decimal("0.5"), Decimal("0.25"), Decimal("1.75"), Decimal("0.333333"))
+ENDPOINT = "/v1/hot"
+
+
+@dataclass
+class WorkerOutcome:
+    charged: list[tuple[Decimal, OperationResult]] = field(default_factory=list)
+    declined: list[InsufficientCredits] = field(default_factory=list)
+    busy: int = 0
+
+
+def run_worker(
+    ledger: Ledger, account_id: str, worker: int, start: threading.Barrier
+) -> WorkerOutcome:
+    outcome = WorkerOutcome()
+    amounts = itertools.cycle(AMOUNTS[worker % len(AMOUNTS) :] + AMOUNTS[: worker % len(AMOUNTS)])
+    start.wait()
+    for number in range(DEBITS_PER_THREAD):
+        amount = next(amounts)
+        command = DebitCommand(
+            account_id=account_id,
+            idempotency_key=f"w{worker}-d{number}",
+            amount=amount,
+            endpoint=ENDPOINT,
+        )
+        try:
+            outcome.charged.append((amount, ledger.debit(command)))
+        except InsufficientCredits as declined:
+            outcome.declined.append(declined)
+        except ServiceBusy:
+            outcome.busy += 1
+    return outcome
+
+
+def test_concurrent_debits_never_overspend_and_keep_the_ledger_exact(
+    local_store: CreditsStore, audit: LedgerAudit
+) -> None:
+    account_id = "acct_hot"
+    shared = service.ledger()
+    shared.create_account(
+        CreateAccountCommand(account_id=account_id, opening_balance=OPENING_BALANCE)
+    )
+    # Half the threads share the process's ledger (and its cache, as one warm function's
+    # threads would); the others each have their own, as separate function instances do.
+    ledgers = [
+        shared
+        if worker % 2 == 0
+        else Ledger(local_store, PriceCatalog(local_store, 60), get_settings())
+        for worker in range(THREADS)
+    ]
+    start = threading.Barrier(THREADS)
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        futures = [
+            pool.submit(run_worker, ledgers[worker], account_id, worker, start)
+            for worker in range(THREADS)
+        ]
+        outcomes = [future.result() for future in futures]
+
+    charged = [pair for outcome in outcomes for pair in outcome.charged]
+    declined = [error for outcome in outcomes for error in outcome.declined]
+    busy = sum(outcome.busy for outcome in outcomes)
+    assert len(charged) + len(declined) + busy == THREADS * DEBITS_PER_THREAD
+    assert charged, "some debits must succeed"
+    assert declined, "the balance covers only part of the debits"
+    spent = sum((amount for amount, _ in charged), Decimal(0))
+    assert spent <= OPENING_BALANCE
+
+    snapshot = audit.check(account_id)  # chain, gapless sequence, sum of amounts
+    final = snapshot.account
+    assert final.balance >= 0
+    assert OPENING_BALANCE - spent == final.balance
+    assert final.used == spent
+    assert final.lifetime_requests == len(charged)
+
+    debits = snapshot.of_type(EntryType.DEBIT)
+    assert len(debits) == len(charged)
+    assert len(snapshot.entries) == len(charged) + 1  # and the opening grant
+    by_id = {entry.transaction_id: entry for entry in debits}
+    assert set(by_id) == {result.transaction_id for _, result in charged}
+    for amount, result in charged:
+        entry = by_id[result.transaction_id]
+        assert entry.amount == -amount == -result.amount
+        assert entry.balance_after == result.balance_after
+        assert result.replayed is False
+    for error in declined:
+        assert error.available >= 0
+        assert error.details is not None
+        assert error.details["requested"] > error.available
+
+    usage = audit.usage(account_id)
+    assert usage.credits_used == spent
+    assert usage.calls - usage.failed == len(debits)
+    assert usage.failed == len(declined)
