@@ -29,7 +29,7 @@ from bench.stats import latency
 from devtools import dynamodb_local
 from serverless_credits import keys
 from serverless_credits.commands import DebitCommand
-from serverless_credits.errors import InsufficientCredits
+from serverless_credits.errors import InsufficientCredits, ServiceBusy
 from serverless_credits.store import CreditsStore, from_item
 
 if TYPE_CHECKING:
@@ -199,6 +199,10 @@ def _concurrent(
                 return
             try:
                 charged = debit(account_id, f"hot-{index}")
+            except ServiceBusy:  # bounded retries exhausted: a 503, not an accounting error
+                with lock:
+                    errors["ServiceBusy"] = errors.get("ServiceBusy", 0) + 1
+                continue
             except Exception as exc:  # counted and reported
                 with lock:
                     errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
@@ -228,7 +232,14 @@ def _concurrent(
         "final_balance": int(final),
         "errors": errors,
         "accepted_per_second": round(accepted / elapsed, 1) if elapsed else None,
-        "correct": accepted == funded and final == 0 and not errors,
+        "gave_up": errors.get("ServiceBusy", 0),
+        # Exact accounting: every accepted debit deducted once, never past the funds, and
+        # nothing refused while funds remained (unless it gave up with a 503).
+        "correct": deducted == accepted
+        and final == funded - accepted
+        and accepted <= funded
+        and (accepted == funded or bool(errors.get("ServiceBusy")))
+        and not set(errors) - {"ServiceBusy"},
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import sys
@@ -10,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from devtools import dynamodb_local, template
 from serverless_credits import keys, service
@@ -42,8 +43,14 @@ def say(message: str) -> None:
 def quiet() -> Iterator[None]:
     """Send what handlers print (EMF metrics, JSON logs) to /dev/null, as Lambda ships it
     off to CloudWatch: serialising it is part of a handler's cost, reading it is not ours."""
-    with open(os.devnull, "w", encoding="utf-8") as sink, contextlib.redirect_stdout(sink):
+    with contextlib.redirect_stdout(_devnull()):
         yield
+
+
+@functools.cache
+def _devnull() -> TextIO:
+    """One sink for the whole process (opening it per call would be timed as overhead)."""
+    return open(os.devnull, "w", encoding="utf-8")  # lives as long as the process
 
 
 @dataclass

@@ -95,6 +95,17 @@ def headline(report: dict[str, Any]) -> list[str]:
             + ", ".join(f"{r['workers']} workers {_fmt(r['debits_per_second'])}/s" for r in spread)
             + f". Accounting exact in every run: {'yes' if ok else 'NO'}."
         )
+    busy = [r for r in one if r["gave_up"]]
+    if busy:
+        lines.append(
+            "Retry starvation on one hot account: "
+            + ", ".join(
+                f"{r['gave_up']} of {r['debits_attempted']} debits with {r['workers']} workers"
+                for r in busy
+            )
+            + " gave up with ServiceBusy (503) after the ledger's maximum attempts, although "
+            "the account had funds (accounting stayed exact)."
+        )
     scale = report.get("reads", {}).get("scale", {})
     if scale:
         parts = []
@@ -445,6 +456,7 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
                     f"{hot['accepted']}/{hot['funded']}",
                     hot["lost_updates"],
                     hot["overspent_credits"],
+                    hot.get("gave_up", 0),
                     hot["accepted_per_second"],
                     "yes" if hot["correct"] else "**NO**",
                 ]
@@ -461,6 +473,7 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
                 f"Accepted/funded ({workers} workers)",
                 "Lost updates",
                 "Overspent",
+                "Gave up (503)",
                 "Accepted/s",
                 "Correct",
             ],

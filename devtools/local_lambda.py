@@ -20,6 +20,12 @@ lock around every invocation because:
 The price: a function also sees variables only another function declares (today
 CURSOR_SIGNING_KEY and DEBIT_FUNCTION_NAME). The per-function view stays checkable with
 `sam local invoke --env-vars env.json` (docs/local-development.md).
+
+Concurrency: each function handles one invocation at a time, like one warm execution
+environment (handler modules keep per-request state in module-level objects such as
+Powertools' resolver); different functions run concurrently. Errors come back as Lambda
+reports them: an exception is `X-Amz-Function-Error: Unhandled` with `errorMessage` and
+`errorType`; an unknown function is ResourceNotFoundException (404).
 """
 
 from __future__ import annotations

@@ -11,11 +11,10 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
-import requests
 from botocore.config import Config
 
 from devtools import dynamodb_local
@@ -23,11 +22,11 @@ from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack, StackSettings
 from serverless_credits.client import CreditsClient
 from serverless_credits.store import CreditsStore
+from tests.e2e.support import FREE_PLAN, Api
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
 
-FREE_PLAN = {"FreePlanRateLimit": "5", "FreePlanBurstLimit": "10", "FreePlanQuotaPerDay": "12"}
 _accounts = itertools.count()
 
 
@@ -62,24 +61,6 @@ def new_account(stack: LocalStack) -> Callable[..., LocalAccount]:
         return stack.add_account(account_id, plan=plan, opening_balance=balance)
 
     return create
-
-
-class Api:
-    """The HTTP API over real HTTP, as a customer calls it."""
-
-    def __init__(self, base_url: str, api_key: str | None) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        if api_key is not None:
-            self.session.headers["X-API-Key"] = api_key
-
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return self.session.get(f"{self.base_url}{path}", params=params or None, timeout=10)
-
-    def json(self, path: str, **params: Any) -> Any:
-        response = self.get(path, **params)
-        assert response.status_code == 200, response.text
-        return response.json()
 
 
 @pytest.fixture

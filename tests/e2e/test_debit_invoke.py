@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from devtools.local_seed import LocalAccount
 from serverless_credits.client import CreditsClient
 from serverless_credits.errors import IdempotencyConflict, InsufficientCredits
-from tests.e2e.conftest import Api
+from tests.e2e.support import Api
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient

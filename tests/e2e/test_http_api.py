@@ -17,7 +17,7 @@ import requests
 from devtools import template
 from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack
-from tests.e2e.conftest import FREE_PLAN, Api
+from tests.e2e.support import FREE_PLAN, Api
 
 pytestmark = pytest.mark.e2e
 

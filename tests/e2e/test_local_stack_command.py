@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from devtools import dynamodb_local, local_demo, template
+from devtools import dynamodb_local, local_demo, local_stack, template
 from devtools.local_stack import LocalStack
 
 pytestmark = pytest.mark.e2e
@@ -116,3 +117,46 @@ def test_the_demo_script_shows_the_balance_going_down(
         lambda_client.invoke(FunctionName="DebitFunction", InvocationType="DryRun")["StatusCode"]
         == 204
     )
+
+
+def test_main_in_process_until_ctrl_c(
+    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`main()` on the session's DynamoDB Local (a table of its own), stopped by SIGINT."""
+    state_file = tmp_path / "main.json"
+
+    def interrupt_when_ready() -> None:
+        deadline = time.monotonic() + 60
+        while not state_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    interrupter = threading.Thread(target=interrupt_when_ready, daemon=True)
+    interrupter.start()
+    try:
+        code = local_stack.main(
+            [
+                "--api-port=0",
+                "--lambda-port=0",
+                f"--dynamodb-endpoint={stack.dynamodb_endpoint}",
+                "--table-name=credits-e2e-main",
+                f"--state-file={state_file}",
+                "--plan=free",
+                "--parameter-overrides",
+                "FreePlanQuotaPerDay=5",
+            ]
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+        interrupter.join(timeout=5)
+
+    assert code == 0
+    assert not state_file.exists()
+    shown = capsys.readouterr().out
+    assert "Demo account:          acct_demo  (plan free)" in shown
+    assert "table credits-e2e-main" in shown
+    assert "Stopped." in shown
+    # The package's stack got its environment back and still serves.
+    assert requests.get(f"{stack.api_url}/v1/credits/balance", timeout=10).status_code == 403

@@ -95,9 +95,8 @@ def test_the_period_buckets_cover_the_range_most_recent_first() -> None:
 
 # ---------------------------------------------------------------- the resolver
 def call(app: http_api.CreditsApiResolver, api_key_id: str, path: str = "/boom") -> dict[str, Any]:
-    return app.resolve(
-        api_event(path, api_key_id=api_key_id, request_id="rid"), LambdaContextStub()
-    )
+    context: Any = LambdaContextStub()
+    return app.resolve(api_event(path, api_key_id=api_key_id, request_id="rid"), context)
 
 
 @pytest.mark.parametrize(
@@ -139,3 +138,17 @@ def test_current_account_reads_the_resolved_account(moto_store: CreditsStore) ->
     response = call(app, owner.api_key_id, "/whoami")
     assert response["body"] == '{"accountId":"acct_lib"}'
     assert app.context == {}  # nothing leaks into the next invocation
+
+
+def test_a_malformed_event_is_a_500_not_a_crash(moto_store: CreditsStore) -> None:
+    owner = open_account("acct_lib")
+    app = http_api.create_app()
+    event = api_event("/x", api_key_id=owner.api_key_id, request_id="rid")
+    del event["httpMethod"]
+    context: Any = LambdaContextStub()
+
+    response = app.resolve(event, context)
+
+    assert response["statusCode"] == 500
+    assert response["multiValueHeaders"]["X-Request-Id"] == ["rid"]
+    assert app.context == {}

@@ -92,7 +92,7 @@ def dated(moto_store: CreditsStore) -> ApiAccount:
                 idempotency_key="d",
                 action="sms",
                 endpoint="/v1/sms",
-                metadata={"to": "+1"},
+                metadata={"to": "+1", "segments": 2, "retry": False},
             )
         ),
         lambda: ledger.adjust(
@@ -139,7 +139,7 @@ def test_a_page_is_most_recent_first_with_every_field(
     assert sms["action"] == "sms"
     assert sms["quantity"] == 1
     assert sms["endpoint"] == "/v1/sms"
-    assert sms["metadata"] == {"to": "+1"}
+    assert sms["metadata"] == {"to": "+1", "segments": 2, "retry": False}
     assert sms["id"].startswith("txn_")
     assert sms["createdAt"] == "2025-02-03T09:00:00Z"
     assert set(sms) == {

