@@ -112,7 +112,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
                 env, sizes.samples, sizes.warmup, sizes.baseline_workers, sizes.baseline_debits
             ),
             "contention": lambda: contention.contention(
-                env, sizes.concurrency, sizes.debits_per_run, sizes.spread_accounts
+                env,
+                sizes.concurrency,
+                sizes.hot_account_debits,
+                sizes.debits_per_run,
+                sizes.spread_accounts,
             ),
             "cold_start": lambda: {
                 "imports": coldstart.import_times(env, sizes.import_runs),

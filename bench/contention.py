@@ -245,9 +245,9 @@ def _ledger(env: Environment, account_id: str) -> list[dict[str, Any]]:
 
 
 def contention(
-    env: Environment, concurrency: tuple[int, ...], debits: int, spread: int
+    env: Environment, concurrency: tuple[int, ...], hot_debits: int, debits: int, spread: int
 ) -> dict[str, Any]:
     pool = WorkerPool(env, max(concurrency))
-    one = [run_contention(env, pool, n, 1, debits) for n in concurrency]
+    one = [run_contention(env, pool, n, 1, hot_debits) for n in concurrency]
     many = [run_contention(env, pool, n, spread, debits) for n in concurrency]
     return {"one_account": one, "spread": many, "spread_accounts": spread}

@@ -11,7 +11,8 @@ class Sizes:
     warmup: int  # calls before timing starts (caches, connections, JIT of DynamoDB Local)
     samples: int  # timed calls per operation (handler overhead, read timings)
     concurrency: tuple[int, ...]  # workers in the contention runs
-    debits_per_run: int  # debits attempted per contention run
+    hot_account_debits: int  # debits attempted per run on one account
+    debits_per_run: int  # debits attempted per run spread over `spread_accounts`
     spread_accounts: int  # accounts in the "spread" contention runs
     baseline_workers: int  # concurrent workers for the naive and Powertools baselines
     baseline_debits: int
@@ -24,6 +25,7 @@ FULL = Sizes(
     warmup=20,
     samples=200,
     concurrency=(1, 4, 16, 64),
+    hot_account_debits=256,
     debits_per_run=512,
     spread_accounts=64,
     baseline_workers=16,
@@ -37,6 +39,7 @@ QUICK = Sizes(
     warmup=10,
     samples=40,
     concurrency=(1, 4, 16, 64),
+    hot_account_debits=128,
     debits_per_run=256,
     spread_accounts=64,
     baseline_workers=16,
