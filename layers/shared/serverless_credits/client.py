@@ -51,8 +51,9 @@ class LambdaContextLike(Protocol):
     def aws_request_id(self) -> str: ...
 
 
-def _json_number(value: Decimal) -> int | float:
-    return int(value) if value == value.to_integral_value() else float(value)
+def _json_number(value: Decimal | int) -> int | float:
+    exact = Decimal(value)
+    return int(exact) if exact == exact.to_integral_value() else float(exact)
 
 
 class CreditsClient:
@@ -84,9 +85,9 @@ class CreditsClient:
         *,
         account_id: str,
         idempotency_key: str,
-        amount: Decimal | None = None,
+        amount: Decimal | int | None = None,
         action: str | None = None,
-        quantity: Decimal | None = None,
+        quantity: Decimal | int | None = None,
         description: str = "",
         endpoint: str | None = None,
         metadata: dict[str, Any] | None = None,
