@@ -84,6 +84,9 @@ class DynamoDBLocal:
             "-jar",
             str(jar),
             "-inMemory",
+            # One database for every access key and region: otherwise a client that resolved
+            # other (fake) credentials earlier in the process would see no tables at all.
+            "-sharedDb",
             "-port",
             str(self.port),
         ]

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-import boto3
 import pytest
 
 from serverless_credits.models import Account, DailyUsage, EntryType, LedgerEntry, utc_now
@@ -71,15 +70,6 @@ class LedgerAudit:
                 }
             )
         return total
-
-
-@pytest.fixture(autouse=True)
-def fresh_boto3_default_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    """boto3's default session caches the credentials it first resolved. DynamoDB Local keeps
-    one namespace per access key, so a session created earlier in the run with other test
-    credentials would look for the table in the wrong namespace. Autouse fixtures run before
-    `local_store`, so its clients are built from the credentials it sets."""
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ atomicity under contention and faults are proven on DynamoDB Local (tests/integr
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from serverless_credits import service
+from serverless_credits import keys, service
 from serverless_credits.commands import (
     AdjustmentCommand,
     CreateAccountCommand,
@@ -80,10 +81,26 @@ def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> 
 
 
 def usage_today(store: CreditsStore, account_id: str = ACCOUNT) -> DailyUsage:
+    """The account's usage rows of yesterday and today, added up (a test may cross midnight)."""
     today = utc_now().date()
     rows = store.query_usage(account_id, today - timedelta(days=1), today)
-    assert len(rows) == 1
-    return rows[0]
+    assert rows
+
+    def added(field: str) -> dict[str, Any]:
+        total: Counter[str] = Counter()
+        for row in rows:
+            total.update(getattr(row, field))
+        return dict(total)
+
+    return DailyUsage(
+        day=today,
+        calls=sum(row.calls for row in rows),
+        failed=sum(row.failed for row in rows),
+        credits_used=sum((row.credits_used for row in rows), Decimal(0)),
+        by_type=added("by_type"),
+        by_endpoint=added("by_endpoint"),
+        by_endpoint_credits=added("by_endpoint_credits"),
+    )
 
 
 def debit(
@@ -466,6 +483,20 @@ def test_operations_on_a_missing_account_raise_account_not_found(
     assert moto_store.client.scan(TableName=moto_store.table_name)["Count"] == 0
 
 
+def test_an_account_that_vanished_under_a_warm_ledger_is_not_found(
+    ledger: Ledger, moto_store: CreditsStore, account: str
+) -> None:
+    debit(ledger, 1, key="warm")  # the ledger now holds the account
+    moto_store.client.delete_item(
+        TableName=moto_store.table_name,
+        Key={"pk": {"S": keys.account_pk(account)}, "sk": {"S": keys.ACCOUNT_SK}},
+    )
+
+    for attempt in range(2):  # first from the cached state, then from a fresh read
+        with pytest.raises(AccountNotFound):
+            debit(ledger, 1, key=f"after-{attempt}")
+
+
 # ---------------------------------------------------------------- credits
 def test_top_up_adds_credits_with_its_reference(
     ledger: Ledger, moto_store: CreditsStore, account: str
@@ -804,8 +835,13 @@ def test_a_repeated_partial_refund_returns_the_original_result(
 
     assert (again.transaction_id, again.replayed) == (first.transaction_id, True)
     assert stored_account(moto_store).balance == 96
+    # Reused with other parameters: within what remains, and beyond it.
+    for other_amount in (Decimal(3), Decimal(5)):
+        with pytest.raises(IdempotencyConflict):
+            ledger.refund(refund(charged.transaction_id, "r-1", amount=other_amount))
     with pytest.raises(IdempotencyConflict):
-        ledger.refund(refund(charged.transaction_id, "r-1", amount=Decimal(3)))
+        ledger.refund(refund(charged.transaction_id, "r-1"))
+    assert stored_account(moto_store).balance == 96
     assert_ledger_invariants(moto_store)
 
 
