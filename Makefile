@@ -70,7 +70,7 @@ openapi: $(BIN)/.installed ## Regenerate the committed OpenAPI document
 openapi-check: $(BIN)/.installed ## Fail when the committed OpenAPI document drifts from the code
 	$(BIN)/python -m devtools.openapi check
 
-check: lint typecheck validate openapi-check test build ## Every quality gate
+check: lint typecheck validate openapi-check test build bench-quick ## Every quality gate (bench-quick keeps the benchmarks from rotting)
 
 bench: $(BIN)/.installed node_modules/.installed ## Benchmarks (full sizes)
 	$(BIN)/python -m bench

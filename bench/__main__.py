@@ -9,6 +9,7 @@ check fails (never on a timing: figures are reported, not asserted).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -43,6 +44,9 @@ NOTES = [
     "Handler timings run with Powertools tracing disabled (no X-Ray daemon locally); metrics "
     "and logs are serialised and written to /dev/null. Import timings run with tracing as "
     "deployed.",
+    "Before the first section the suite runs debits and reads on DynamoDB Local for "
+    "`warmup_seconds` (15 s full, 4 s quick) so its JIT has settled; each timed loop also "
+    "discards its first `warmup` calls.",
     "Seeded ledgers are written with BatchWriteItem (the store's `to_item` and `keys`), daily "
     "usage rows with the store's own usage update, and the account item with the matching "
     "version and totals.",
@@ -75,6 +79,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=None, help="report file name (default: latest/quick)")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only re-render the Markdown and chart of an earlier run's JSON",
+    )
     return parser.parse_args(argv)
 
 
@@ -104,8 +115,10 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     failures: list[str] = []
     with quiet(), DynamoDBLocal() as local:
         env = Environment(local.endpoint)
+        say(f"[warm-up] {sizes.warmup_seconds:g} s of debits and reads on DynamoDB Local")
+        writes.warm_up(env, sizes.warmup_seconds)
         steps: dict[str, Callable[[], Any]] = {
-            "costs": lambda: writes.write_costs(env),
+            "costs": lambda: writes.write_costs(env, sizes.op_samples),
             "overhead": lambda: {"debit": writes.debit_overhead(env, sizes)},
             "reads": lambda: reads.reads(env, sizes),
             "baselines": lambda: baselines.baselines(
@@ -171,11 +184,17 @@ def _accounting_failures(result: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    name = args.name or ("quick" if args.quick else "latest")
-    result, failures = run(args)
+    if args.render is not None:
+        result = json.loads(args.render.read_text(encoding="utf-8"))
+        name = args.name or args.render.stem
+        failures = list(result["meta"].get("failures", []))
+    else:
+        name = args.name or ("quick" if args.quick else "latest")
+        result, failures = run(args)
     output: Path = args.output_dir
     output.mkdir(parents=True, exist_ok=True)
-    report.write_json(result, output / f"{name}.json")
+    if args.render is None:
+        report.write_json(result, output / f"{name}.json")
     chart_name = "latency_vs_concurrency.png" if name == "latest" else f"{name}_latency.png"
     drew = report.chart(result, output / chart_name)
     text = report.markdown(result)

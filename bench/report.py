@@ -135,8 +135,10 @@ def headline(report: dict[str, Any]) -> list[str]:
             extra = [v["compile_without_pyc_ms"] for v in measured.values()]
             tops = [next(iter(v["heaviest_packages_ms"]), "") for v in measured.values()]
             top = max(set(tops), key=tops.count)
+            cpu = [v["import_cpu_ms"] for v in measured.values()]
             lines.append(
-                f"Cold-start imports: {_fmt(low, 0)} to {_fmt(high, 0)} ms per function with "
+                f"Cold-start imports: {_fmt(low, 0)} to {_fmt(high, 0)} ms per function "
+                f"(process CPU {_fmt(min(cpu), 0)} to {_fmt(max(cpu), 0)} ms) with "
                 f"bytecode cached, plus {_fmt(min(extra), 0)} to {_fmt(max(extra), 0)} ms of "
                 f"compiling when the artifact ships no .pyc (as built); the heaviest package is "
                 f"`{top}` in {tops.count(top)} of {len(tops)} functions."
@@ -193,7 +195,9 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
             "4 KB per read unit, x2 transactional, eventually consistent reads half); "
             "DynamoDB Local's own `ConsumedCapacity` for comparison (it undercounts "
             "transactions). Warm function unless noted; *cold* = first call of a fresh "
-            "function instance (price list / API-key mapping / account state not cached)."
+            "function instance (price list / API-key mapping / account state not cached). "
+            "p50 = median time of the whole operation through its entry point (the handler; "
+            "top-up: `Ledger.top_up`) on a warm function."
         )
         out.append("")
         rows = []
@@ -212,6 +216,7 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
                     op["write_units"],
                     op["write_units_by_pk_prefix"].get("ACCOUNT", 0.0),
                     op["local_reported_units"],
+                    op.get("latency", {}).get("p50_ms"),
                 ]
             )
         out += _table(
@@ -225,6 +230,7 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
                 "WCU",
                 "WCU on balance partition",
                 "Local reported",
+                "p50 ms",
             ],
             rows,
         )
@@ -422,7 +428,7 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
             [
                 "Function",
                 "Import ms",
-                "Import CPU ms",
+                "CPU ms over bare interpreter",
                 "+ No .pyc ms",
                 "boto3/botocore ms",
                 "Heaviest packages (self ms)",

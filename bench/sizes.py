@@ -9,7 +9,9 @@ from dataclasses import dataclass
 class Sizes:
     name: str
     warmup: int  # calls before timing starts (caches, connections, JIT of DynamoDB Local)
+    warmup_seconds: float  # DynamoDB Local exercised before the first section
     samples: int  # timed calls per operation (handler overhead, read timings)
+    op_samples: int  # timed calls per operation in the cost table
     concurrency: tuple[int, ...]  # workers in the contention runs
     hot_account_debits: int  # debits attempted per run on one account
     debits_per_run: int  # debits attempted per run spread over `spread_accounts`
@@ -23,7 +25,9 @@ class Sizes:
 FULL = Sizes(
     name="full",
     warmup=20,
+    warmup_seconds=15.0,
     samples=200,
+    op_samples=50,
     concurrency=(1, 4, 16, 64),
     hot_account_debits=256,
     debits_per_run=512,
@@ -37,7 +41,9 @@ FULL = Sizes(
 QUICK = Sizes(
     name="quick",
     warmup=10,
+    warmup_seconds=4.0,
     samples=40,
+    op_samples=15,
     concurrency=(1, 4, 16, 64),
     hot_account_debits=128,
     debits_per_run=256,

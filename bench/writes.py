@@ -19,7 +19,7 @@ from bench.env import Environment, FakeLambdaContext, Handler, quiet, say, uniqu
 from bench.sizes import Sizes
 from bench.stats import latency, ratio
 from serverless_credits import keys, service
-from serverless_credits.commands import CreditCommand
+from serverless_credits.commands import CreditCommand, DebitCommand
 
 DEBIT_FUNCTION = "DebitFunction"
 OPENING_BALANCE = 1_000_000
@@ -45,8 +45,9 @@ def _invoke(handler: Handler, event: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-def write_costs(env: Environment) -> dict[str, Any]:
-    """Requests and capacity of debit (cold and warm function), top-up and refund."""
+def write_costs(env: Environment, samples: int) -> dict[str, Any]:
+    """Requests and capacity of debit (cold and warm function), top-up and refund, then the
+    time of each on a warm function (`samples` of each, interleaved)."""
     results: dict[str, Any] = {}
     with env.in_function(DEBIT_FUNCTION):
         handler = env.handler(DEBIT_FUNCTION)
@@ -87,6 +88,31 @@ def write_costs(env: Environment) -> dict[str, Any]:
             _invoke(handler, refund)
         results["refund"] = tally.summary()
         probe.close()
+        times: dict[str, list[float]] = {"debit": [], "topup": [], "refund": []}
+        for index in range(samples):
+            started = time.perf_counter()
+            debited = _invoke(handler, debit_event(account_id, f"timed-{index}"))
+            times["debit"].append(time.perf_counter() - started)
+            command = CreditCommand(
+                account_id=account_id,
+                idempotency_key=f"timed-topup-{index}",
+                amount=Decimal(500),
+                reference="po_123456",
+            )
+            started = time.perf_counter()
+            service.ledger().top_up(command)
+            times["topup"].append(time.perf_counter() - started)
+            refund = {**refund, "idempotencyKey": f"timed-refund-{index}"}
+            refund["transactionId"] = debited["transactionId"]
+            started = time.perf_counter()
+            _invoke(handler, refund)
+            times["refund"].append(time.perf_counter() - started)
+        for name, samples_ in times.items():
+            results[name]["latency"] = latency(samples_)
+        results["debit"]["entry_point"] = "Debit handler (direct invoke event)"
+        results["debit_cold"]["entry_point"] = "Debit handler, first call of a fresh instance"
+        results["refund"]["entry_point"] = "Debit handler (operation: refund)"
+        results["topup"]["entry_point"] = "Ledger.top_up (no handler: an operator/billing call)"
 
     debit = results["debit"]
     balance_units = debit["write_units_by_pk_prefix"].get("ACCOUNT", 0.0)
@@ -163,3 +189,26 @@ def _retarget(params: dict[str, Any], table: str) -> dict[str, Any]:
 
 def account_key(account_id: str) -> dict[str, Any]:
     return {"pk": {"S": keys.account_pk(account_id)}, "sk": {"S": keys.ACCOUNT_SK}}
+
+
+def warm_up(env: Environment, seconds: float) -> int:
+    """Exercise DynamoDB Local's write and read paths until its JIT settles (not reported)."""
+    store = env.store()
+    ledger = env.ledger(store)
+    account_id = unique("warmup")
+    env.create_account(ledger, account_id, OPENING_BALANCE)
+    deadline = time.perf_counter() + seconds
+    calls = 0
+    while time.perf_counter() < deadline:
+        ledger.debit(
+            DebitCommand(
+                account_id=account_id,
+                idempotency_key=f"warm-{calls}",
+                amount=Decimal(1),
+                endpoint="/v1/echo",
+            )
+        )
+        store.get_account(account_id, consistent=True)
+        store.query_ledger(account_id, limit=50)
+        calls += 1
+    return calls
