@@ -23,7 +23,7 @@ class Settings(BaseModel):
     # How long a function trusts what it cached: API-key mappings and the price list.
     cache_seconds: float = Field(default=60.0, alias="CACHE_SECONDS", ge=0, le=3600)
     # Bounds for optimistic-concurrency retries of one write.
-    max_write_attempts: int = Field(default=40, alias="MAX_WRITE_ATTEMPTS", ge=1, le=200)
+    max_write_attempts: int = Field(default=100, alias="MAX_WRITE_ATTEMPTS", ge=1, le=200)
     # API Gateway usage plans an operator attaches new API keys to, per tier (provisioning).
     free_usage_plan_id: str | None = Field(default=None, alias="FREE_USAGE_PLAN_ID")
     pro_usage_plan_id: str | None = Field(default=None, alias="PRO_USAGE_PLAN_ID")

@@ -71,6 +71,8 @@ from serverless_credits.store import (
 )
 
 ONE_MICROSECOND = timedelta(microseconds=1)
+RACE_BACKOFF_BASE = 0.002  # seconds, doubled after each lost version race...
+RACE_BACKOFF_CAP = 0.02  # ...up to this, with full jitter
 ACCOUNT_CACHE_SIZE = 1024
 DEFAULT_TYPE = "debit"  # byType key for debits that name no action
 
@@ -334,6 +336,9 @@ class Ledger:
             if state is None:
                 raise AccountNotFound(account_id)
         backoff = Backoff(self._sleep, self._rng)
+        # Losing a version race is cheap to retry (ALL_OLD is the fresh state), but writers
+        # that retry in lockstep keep colliding: back off a little more after each loss.
+        race = Backoff(self._sleep, self._rng, base=RACE_BACKOFF_BASE, cap=RACE_BACKOFF_CAP)
         for _ in range(self._settings.max_write_attempts):
             if authoritative:
                 self._check(state, change)
@@ -347,7 +352,7 @@ class Ledger:
                 state, authoritative = refused.current, True
                 self._remember(state)
                 if isinstance(refused, VersionChanged):
-                    self._sleep(0.002 * self._rng())  # desynchronise contending writers
+                    race.wait()
             except AccountMissing as missing:
                 with self._known_lock:
                     self._known.pop(account_id, None)
