@@ -13,6 +13,12 @@ export SAM_CLI_TELEMETRY := 0
 
 # Lambda's platform: python3.13 on arm64 (Graviton).
 LAMBDA_PIP_PLATFORM := --platform manylinux2014_aarch64 --implementation cp --python-version 3.13 --only-binary=:all:
+# A CPython 3.13, if this machine has one (PATH or pyenv), compiles the artifacts' bytecode:
+# Lambda's code directories are read-only, so without it every cold start compiles the
+# layer again (~250-300 ms measured by bench). Optional: the artifacts work without it.
+LAMBDA_PYTHON = $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+	$$p -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo $$p; break; }; done)
+COMPILE_FOR_LAMBDA = $(if $(LAMBDA_PYTHON),$(LAMBDA_PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash,@echo "no CPython 3.13 here: shipping no bytecode for")
 
 .PHONY: help install run test test-fast lint format typecheck validate build openapi openapi-check check bench bench-quick clean
 
@@ -88,7 +94,9 @@ build-SharedLayer:
 	$(PYTHON) -m pip install --quiet --no-deps --target "$(ARTIFACTS_DIR)/python" $(LAMBDA_PIP_PLATFORM) -r requirements.txt
 	cp -R serverless_credits "$(ARTIFACTS_DIR)/python/"
 	find "$(ARTIFACTS_DIR)/python" -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(COMPILE_FOR_LAMBDA) "$(ARTIFACTS_DIR)/python"
 
 build-%Function:
 	cp -R . "$(ARTIFACTS_DIR)/"
 	find "$(ARTIFACTS_DIR)" -name __pycache__ -type d -prune -exec rm -rf {} +
+	$(COMPILE_FOR_LAMBDA) "$(ARTIFACTS_DIR)"
