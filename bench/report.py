@@ -136,11 +136,18 @@ def headline(report: dict[str, Any]) -> list[str]:
             tops = [next(iter(v["heaviest_packages_ms"]), "") for v in measured.values()]
             top = max(set(tops), key=tops.count)
             cpu = [v["import_cpu_ms"] for v in measured.values()]
+            layer = report.get("cold_start", {}).get("artifacts", {}).get("sizes", {})
+            ships_pyc = layer.get("SharedLayer", {}).get("pyc_313_files", 0) > 0
+            as_built = (
+                "the build ships Python 3.13 bytecode, so Lambda skips this"
+                if ships_pyc
+                else "as built: no CPython 3.13 was at hand to compile it"
+            )
             lines.append(
                 f"Cold-start imports: {_fmt(low, 0)} to {_fmt(high, 0)} ms per function "
                 f"(process CPU {_fmt(min(cpu), 0)} to {_fmt(max(cpu), 0)} ms) with "
                 f"bytecode cached, plus {_fmt(min(extra), 0)} to {_fmt(max(extra), 0)} ms of "
-                f"compiling when the artifact ships no .pyc (as built); the heaviest package is "
+                f"compiling when an artifact ships no .pyc ({as_built}); the heaviest package is "
                 f"`{top}` in {tops.count(top)} of {len(tops)} functions."
             )
     peers = report.get("baselines", {})
@@ -394,9 +401,9 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
             "from template.yaml, `AWS_LAMBDA_FUNCTION_NAME` set so Powertools' Tracer patches "
             "as in Lambda). *No .pyc* = the time to compile the layer's and function's "
             "sources that the import loads, which every cold start pays when the artifact "
-            "ships no bytecode (the build deletes `__pycache__`; Lambda's code directories are "
-            "read-only). boto3/botocore come from the Lambda runtime but are imported all the "
-            "same. Local machine: x86_64, Python "
+            "ships no bytecode (Lambda's code directories are read-only; `make build` compiles "
+            "the artifacts for Python 3.13 when one is installed). boto3/botocore come from "
+            "the Lambda runtime but are imported all the same. Local machine: x86_64, Python "
             f"{report['meta']['machine']['python']}; Lambda: arm64, Python 3.13."
         )
         out.append("")
