@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +47,8 @@ LOGGER = logging.getLogger("devtools.local_stack")
 DEFAULT_STATE_FILE = template.PROJECT_ROOT / ".local" / "stack.json"
 DEMO_ACCOUNT_ID = "acct_demo"
 API_ID = "CreditsApi"
+# DynamoDB Local's usual port, which env.json (sam local invoke) points at; any other works.
+PREFERRED_DYNAMODB_PORT = 8000
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ class StackSettings:
     host: str = "127.0.0.1"
     api_port: int = 3000
     lambda_port: int = 3001
-    dynamodb_port: int = 8000
+    dynamodb_port: int = PREFERRED_DYNAMODB_PORT
     dynamodb_endpoint: str | None = None  # use a running DynamoDB instead of starting one
     table_name: str | None = None  # default: the template's TableName for the stage
     parameter_overrides: Mapping[str, str] = field(default_factory=dict)
@@ -142,7 +145,9 @@ class LocalStack:
             _Server("lambda", settings.host, settings.lambda_port, lambda_invoke_app(runtime))
         )
         if not self.dynamodb_endpoint:
-            self._dynamodb = dynamodb_local.DynamoDBLocal(port=settings.dynamodb_port or None)
+            self._dynamodb = dynamodb_local.DynamoDBLocal(
+                port=_usable_dynamodb_port(settings.host, settings.dynamodb_port) or None
+            )
             self._dynamodb.start()
             self.dynamodb_endpoint = self._dynamodb.endpoint
         client = dynamodb_local.client_for(self.dynamodb_endpoint)
@@ -282,6 +287,20 @@ class LocalStack:
         return demo
 
 
+def _usable_dynamodb_port(host: str, port: int) -> int:
+    """The preferred port when it is free; otherwise 0 (any free port), with a notice.
+    An explicitly chosen other port is used as given, so a clash there fails loudly."""
+    if port != PREFERRED_DYNAMODB_PORT:
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            LOGGER.warning("port %s is taken: DynamoDB Local takes a free port instead", port)
+            return 0
+    return port
+
+
 # ---------------------------------------------------------------- command line
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
@@ -296,7 +315,10 @@ def parse_args(argv: Sequence[str] | None = None) -> StackSettings:
     parser.add_argument("--api-port", type=int, default=_env_int("CREDITS_API_PORT", 3000))
     parser.add_argument("--lambda-port", type=int, default=_env_int("CREDITS_LAMBDA_PORT", 3001))
     parser.add_argument(
-        "--dynamodb-port", type=int, default=_env_int("CREDITS_DYNAMODB_PORT", 8000)
+        "--dynamodb-port",
+        type=int,
+        default=_env_int("CREDITS_DYNAMODB_PORT", PREFERRED_DYNAMODB_PORT),
+        help="8000 unless taken (then a free port); 0 = any free port",
     )
     parser.add_argument(
         "--dynamodb-endpoint",
