@@ -24,29 +24,18 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from bench.capacity import Probe
-from bench.env import Environment, FakeLambdaContext, say, unique
+from bench.env import Environment, account_key, run_together, say, unique
 from bench.stats import latency
 from devtools import dynamodb_local
-from serverless_credits import keys
+from devtools.api_events import LambdaContextStub
 from serverless_credits.commands import DebitCommand
 from serverless_credits.errors import InsufficientCredits, ServiceBusy
-from serverless_credits.store import CreditsStore, from_item
+from serverless_credits.store import CreditsStore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 Debit = Callable[[str, str], bool]  # (account id, idempotency key) -> charged?
-
-
-def _account_key(account_id: str) -> dict[str, Any]:
-    return {"pk": {"S": keys.account_pk(account_id)}, "sk": {"S": keys.ACCOUNT_SK}}
-
-
-def _balance(env: Environment, account_id: str) -> Decimal:
-    item = env.admin.get_item(
-        TableName=env.table, Key=_account_key(account_id), ConsistentRead=True
-    )["Item"]
-    return Decimal(str(from_item(item)["balance"]))
 
 
 # ---------------------------------------------------------------- this design
@@ -70,7 +59,7 @@ def design_debit(env: Environment, client: DynamoDBClient) -> Debit:
 # ---------------------------------------------------------------- (a) naive
 def naive_debit(env: Environment, client: DynamoDBClient) -> Debit:
     def debit(account_id: str, _key: str) -> bool:
-        item = client.get_item(TableName=env.table, Key=_account_key(account_id))["Item"]
+        item = client.get_item(TableName=env.table, Key=account_key(account_id))["Item"]
         balance = Decimal(item["balance"]["N"])
         if balance < 1:
             return False
@@ -113,7 +102,7 @@ def powertools_debit(env: Environment, client: DynamoDBClient, table: str) -> De
     config = IdempotencyConfig(
         event_key_jmespath="idempotencyKey", raise_on_no_idempotency_key=True
     )
-    config.register_lambda_context(FakeLambdaContext())  # type: ignore[arg-type]
+    config.register_lambda_context(LambdaContextStub())  # type: ignore[arg-type]
 
     @idempotent_function(  # type: ignore[untyped-decorator]
         data_keyword_argument="request", persistence_store=persistence, config=config
@@ -122,7 +111,7 @@ def powertools_debit(env: Environment, client: DynamoDBClient, table: str) -> De
         try:
             response = client.update_item(
                 TableName=env.table,
-                Key=_account_key(request["accountId"]),
+                Key=account_key(request["accountId"]),
                 UpdateExpression="SET balance = balance - :amount",
                 ConditionExpression="balance >= :amount",
                 ExpressionAttributeValues={":amount": {"N": str(request["amount"])}},
@@ -184,42 +173,27 @@ def _concurrent(
     env.create_account(env.ledger(env.store()), account_id, funded)
     functions = [make(dynamodb_local.client_for(env.endpoint)) for _ in range(workers)]
     lock = threading.Lock()
-    remaining = iter(range(debits))
     accepted = 0
     errors: dict[str, int] = {}
-    barrier = threading.Barrier(workers + 1)
 
-    def work(debit: Debit) -> None:
+    def work(debit: Debit, index: int) -> None:
         nonlocal accepted
-        barrier.wait()
-        while True:
+        try:
+            charged = debit(account_id, f"hot-{index}")
+        except ServiceBusy:  # bounded retries exhausted: a 503, not an accounting error
             with lock:
-                index = next(remaining, None)
-            if index is None:
-                return
-            try:
-                charged = debit(account_id, f"hot-{index}")
-            except ServiceBusy:  # bounded retries exhausted: a 503, not an accounting error
-                with lock:
-                    errors["ServiceBusy"] = errors.get("ServiceBusy", 0) + 1
-                continue
-            except Exception as exc:  # counted and reported
-                with lock:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                continue
-            if charged:
-                with lock:
-                    accepted += 1
+                errors["ServiceBusy"] = errors.get("ServiceBusy", 0) + 1
+            return
+        except Exception as exc:  # counted and reported
+            with lock:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            return
+        if charged:
+            with lock:
+                accepted += 1
 
-    threads = [threading.Thread(target=work, args=(f,), daemon=True) for f in functions]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    final = _balance(env, account_id)
+    elapsed = run_together(functions, range(debits), work)
+    final = env.balance(account_id)
     deducted = Decimal(funded) - final
     return {
         "workers": workers,

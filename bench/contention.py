@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from bench.env import Environment, say, unique
+from bench.env import Environment, run_together, say, unique
 from bench.stats import latency
 from serverless_credits import keys
 from serverless_credits.commands import DebitCommand
 from serverless_credits.errors import InsufficientCredits, ServiceBusy
+from serverless_credits.ledger import Ledger
 from serverless_credits.store import CreditsStore, from_item
 
 
@@ -89,57 +90,42 @@ def run_contention(
     tasks = [account_ids[i % accounts] for i in range(per_account * accounts)]
     random.shuffle(tasks)
     lock = threading.Lock()
-    cursor = iter(enumerate(tasks))
     outcome = Outcome()
-    barrier = threading.Barrier(workers + 1)
     chosen = pool.workers[:workers]
     before = [Counter(w.calls) for w in chosen]
+    ledgers = [env.ledger(w.store) for w in chosen]  # fresh instances: no cached account state
 
-    def work(worker: Worker) -> None:
-        ledger = env.ledger(worker.store)  # a fresh instance: no cached account state
-        barrier.wait()
-        while True:
-            with lock:
-                task = next(cursor, None)
-            if task is None:
-                return
-            index, account_id = task
-            command = DebitCommand(
-                account_id=account_id,
-                idempotency_key=f"c-{index}",
-                amount=Decimal(1),
-                endpoint="/v1/echo",
-            )
-            started = time.perf_counter()
-            try:
-                ledger.debit(command)
-            except InsufficientCredits:
-                elapsed = time.perf_counter() - started
-                with lock:
-                    outcome.declined[account_id] += 1
-                    outcome.declined_latencies.append(elapsed)
-                continue
-            except ServiceBusy:
-                with lock:
-                    outcome.gave_up += 1
-                continue
-            except Exception as exc:  # counted and reported, never hidden
-                with lock:
-                    outcome.errors[type(exc).__name__] += 1
-                continue
+    def work(ledger: Ledger, task: tuple[int, str]) -> None:
+        index, account_id = task
+        command = DebitCommand(
+            account_id=account_id,
+            idempotency_key=f"c-{index}",
+            amount=Decimal(1),
+            endpoint="/v1/echo",
+        )
+        started = time.perf_counter()
+        try:
+            ledger.debit(command)
+        except InsufficientCredits:
             elapsed = time.perf_counter() - started
             with lock:
-                outcome.successes[account_id] += 1
-                outcome.latencies.append(elapsed)
+                outcome.declined[account_id] += 1
+                outcome.declined_latencies.append(elapsed)
+            return
+        except ServiceBusy:
+            with lock:
+                outcome.gave_up += 1
+            return
+        except Exception as exc:  # counted and reported, never hidden
+            with lock:
+                outcome.errors[type(exc).__name__] += 1
+            return
+        elapsed = time.perf_counter() - started
+        with lock:
+            outcome.successes[account_id] += 1
+            outcome.latencies.append(elapsed)
 
-    threads = [threading.Thread(target=work, args=(w,), daemon=True) for w in chosen]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_together(ledgers, enumerate(tasks), work)
 
     calls: Counter[str] = Counter()
     for worker, previous in zip(chosen, before, strict=True):
@@ -187,12 +173,7 @@ def verify(
     problems: list[str] = []
     for account_id in account_ids:
         successes = outcome.successes[account_id]
-        item = env.admin.get_item(
-            TableName=env.table,
-            Key={"pk": {"S": keys.account_pk(account_id)}, "sk": {"S": keys.ACCOUNT_SK}},
-            ConsistentRead=True,
-        )["Item"]
-        balance = Decimal(str(from_item(item)["balance"]))
+        balance = env.balance(account_id)
         entries = _ledger(env, account_id)
         if balance < 0:
             problems.append(f"{account_id}: overspent, balance {balance}")

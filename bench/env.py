@@ -7,11 +7,13 @@ import functools
 import importlib
 import os
 import sys
+import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from devtools import dynamodb_local, template
 from serverless_credits import keys, service
@@ -20,12 +22,14 @@ from serverless_credits.config import Settings
 from serverless_credits.ledger import Ledger
 from serverless_credits.models import Account, ApiKeyMapping, utc_now
 from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.store import CreditsStore, from_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+Worker = TypeVar("Worker")
+Task = TypeVar("Task")
 
 # Local stand-ins for what Lambda and Secrets Manager provide in AWS.
 CURSOR_SIGNING_KEY = "bench-cursor-signing-key-0123456789abcdef"
@@ -51,19 +55,6 @@ def quiet() -> Iterator[None]:
 def _devnull() -> TextIO:
     """One sink for the whole process (opening it per call would be timed as overhead)."""
     return open(os.devnull, "w", encoding="utf-8")  # lives as long as the process
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "bench-function"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:bench-function"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/bench-function"
-    log_stream_name: str = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
 
 
 @dataclass
@@ -151,6 +142,13 @@ class Environment:
             self.copy_to_mirror(keys.account_pk(account_id), keys.ACCOUNT_SK)
         return account
 
+    def balance(self, account_id: str) -> Decimal:
+        """The account's balance, read consistently on the admin client."""
+        item = self.admin.get_item(
+            TableName=self.table, Key=account_key(account_id), ConsistentRead=True
+        )["Item"]
+        return Decimal(str(from_item(item)["balance"]))
+
     def copy_to_mirror(self, pk: str, sk: str) -> None:
         key = {"pk": {"S": pk}, "sk": {"S": sk}}
         item = self.admin.get_item(TableName=self.table, Key=key, ConsistentRead=True)["Item"]
@@ -166,3 +164,37 @@ class Environment:
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def account_key(account_id: str) -> dict[str, Any]:
+    """The account item's key in the low-level client's attribute-value format."""
+    return {"pk": {"S": keys.account_pk(account_id)}, "sk": {"S": keys.ACCOUNT_SK}}
+
+
+def run_together(
+    workers: Sequence[Worker], tasks: Iterable[Task], work: Callable[[Worker, Task], None]
+) -> float:
+    """One thread per worker, all released at once, each taking the next task (never None)
+    and running `work(worker, task)` until none remain; the seconds from the release until
+    the last worker finished. `work` runs concurrently: it guards what it shares."""
+    remaining = iter(tasks)
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(workers) + 1)
+
+    def run(worker: Worker) -> None:
+        barrier.wait()
+        while True:
+            with lock:
+                task = next(remaining, None)
+            if task is None:
+                return
+            work(worker, task)
+
+    threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in workers]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started

@@ -31,10 +31,11 @@ from typing import Any
 
 from bench import PROJECT_ROOT
 from bench.capacity import Probe
-from bench.env import Environment, FakeLambdaContext, Handler, quiet, say, unique
+from bench.env import Environment, Handler, quiet, say, unique
 from bench.sizes import Sizes
-from bench.stats import latency, ratio
+from bench.stats import latency, overhead, ratio
 from devtools import dynamodb_local
+from devtools.api_events import LambdaContextStub, api_event
 from serverless_credits import keys, service
 from serverless_credits.models import (
     Account,
@@ -92,16 +93,7 @@ def _template_event(op: ReadOp) -> dict[str, Any]:
     if path.is_file():
         loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return loaded
-    return {
-        "resource": op.path,
-        "path": op.path,
-        "httpMethod": "GET",
-        "headers": {},
-        "multiValueHeaders": {},
-        "requestContext": {"resourcePath": op.path, "httpMethod": "GET", "identity": {}},
-        "body": None,
-        "isBase64Encoded": False,
-    }
+    return api_event(op.path, api_key_id=None)
 
 
 def rest_event(op: ReadOp, api_key_id: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -123,7 +115,7 @@ def rest_event(op: ReadOp, api_key_id: str, extra: dict[str, str] | None = None)
 
 def call(handler: Handler, event: dict[str, Any]) -> dict[str, Any]:
     with quiet():
-        response = handler(event, FakeLambdaContext())
+        response = handler(event, LambdaContextStub())
     if response.get("statusCode") != 200:
         raise RuntimeError(f"{event['path']}: HTTP {response.get('statusCode')}: {response}")
     body: dict[str, Any] = json.loads(response["body"])
@@ -319,15 +311,7 @@ class ReadBench:
                     bare_times.append(bare_elapsed)
                     operations = [name for name, _ in captured]
             probe.close()
-            results[op.name] = {
-                "handler": latency(handler_times),
-                "bare": latency(bare_times),
-                "bare_call": " + ".join(operations),
-                "ratio_p50": ratio(statistics.median(handler_times), statistics.median(bare_times)),
-                "added_p50_ms": round(
-                    (statistics.median(handler_times) - statistics.median(bare_times)) * 1000, 3
-                ),
-            }
+            results[op.name] = overhead(handler_times, bare_times, " + ".join(operations))
             say(
                 f"  {op.name} overhead: handler p50 {results[op.name]['handler']['p50_ms']} ms, "
                 f"bare {results[op.name]['bare_call']} p50 {results[op.name]['bare']['p50_ms']} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -33,3 +34,18 @@ def latency(samples: Sequence[float]) -> dict[str, float | int]:
 
 def ratio(numerator: float, denominator: float) -> float | None:
     return round(numerator / denominator, 2) if denominator else None
+
+
+def overhead(
+    handler_times: Sequence[float], bare_times: Sequence[float], bare_call: str
+) -> dict[str, Any]:
+    """A handler's timings against those of the bare DynamoDB call(s) it issued."""
+    handler_p50 = statistics.median(handler_times)
+    bare_p50 = statistics.median(bare_times)
+    return {
+        "handler": latency(handler_times),
+        "bare": latency(bare_times),
+        "bare_call": bare_call,
+        "ratio_p50": ratio(handler_p50, bare_p50),
+        "added_p50_ms": ms(handler_p50 - bare_p50),
+    }

@@ -15,9 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 from bench.capacity import PARTITION_WRITE_UNITS_PER_SECOND, Probe
-from bench.env import Environment, FakeLambdaContext, Handler, quiet, say, unique
+from bench.env import Environment, Handler, quiet, say, unique
 from bench.sizes import Sizes
-from bench.stats import latency, ratio
+from bench.stats import latency, overhead
+from devtools.api_events import LambdaContextStub
 from serverless_credits import keys, service
 from serverless_credits.commands import CreditCommand, DebitCommand
 
@@ -39,7 +40,7 @@ def debit_event(account_id: str, key: str) -> dict[str, Any]:
 
 def _invoke(handler: Handler, event: dict[str, Any]) -> dict[str, Any]:
     with quiet():
-        response = handler(event, FakeLambdaContext())
+        response = handler(event, LambdaContextStub())
     if "error" in response:
         raise RuntimeError(f"handler refused a benchmark request: {response['error']}")
     return response
@@ -160,16 +161,12 @@ def debit_overhead(env: Environment, sizes: Sizes) -> dict[str, Any]:
                 bare_times.append(bare_elapsed)
                 requests.append(tally.requests)
         probe.close()
-    result: dict[str, Any] = {
-        "handler": latency(handler_times),
-        "bare": latency(bare_times),
-        "bare_call": "TransactWriteItems (the handler's own request, replayed on a mirror table)",
-        "requests_per_handler_call": statistics.median(requests),
-        "ratio_p50": ratio(statistics.median(handler_times), statistics.median(bare_times)),
-        "added_p50_ms": round(
-            (statistics.median(handler_times) - statistics.median(bare_times)) * 1000, 3
-        ),
-    }
+    result = overhead(
+        handler_times,
+        bare_times,
+        "TransactWriteItems (the handler's own request, replayed on a mirror table)",
+    )
+    result["requests_per_handler_call"] = statistics.median(requests)
     say(
         f"  debit overhead: handler p50 {result['handler']['p50_ms']} ms, bare TransactWriteItems "
         f"p50 {result['bare']['p50_ms']} ms, ratio {result['ratio_p50']}"
