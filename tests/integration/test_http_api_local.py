@@ -38,6 +38,7 @@ from serverless_credits.models import (
 )
 from serverless_credits.money import normalize
 from serverless_credits.store import CreditsStore, to_item
+from tests.support import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -48,14 +49,6 @@ def number(value: Any) -> Decimal:
 
 
 # ---------------------------------------------------------------- stats agree with the ledger
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class Expected:
     calls: Counter[date] = field(default_factory=Counter)

@@ -23,16 +23,9 @@ from serverless_credits.errors import InsufficientCredits
 from serverless_credits.ledger import Ledger
 from serverless_credits.models import ApiKeyMapping
 from serverless_credits.store import CreditsStore
+from tests.support import Clock, assert_invalid
 
 PATH = "/v1/credits/stats"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def get(account: ApiAccount, **query: str) -> ApiResponse:
@@ -275,14 +268,6 @@ def test_a_year_long_range_is_allowed(moto_store: CreditsStore, history: ApiAcco
 
 
 # ---------------------------------------------------------------- validation
-def assert_invalid(response: ApiResponse, field: str, status: int) -> None:
-    assert response.status == status, response.body
-    error = response.body["error"]
-    assert error["code"] == "VALIDATION_ERROR"
-    assert [detail["field"] for detail in error["details"]] == [field]
-    assert field in error["message"] or status == 400
-
-
 @pytest.mark.parametrize(
     ("query", "field"),
     [

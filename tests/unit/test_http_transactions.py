@@ -23,17 +23,10 @@ from serverless_credits.config import get_settings
 from serverless_credits.ledger import Ledger
 from serverless_credits.models import ApiKeyMapping
 from serverless_credits.store import CreditsStore
+from tests.support import Clock, assert_invalid
 
 PATH = "/v1/credits/transactions"
 START = datetime(2025, 2, 1, 9, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def get(account: ApiAccount, **query: str) -> ApiResponse:
@@ -317,15 +310,6 @@ def test_limit_bounds_are_inclusive(moto_store: CreditsStore, small: ApiAccount)
 
 
 # ---------------------------------------------------------------- validation
-def assert_invalid(response: ApiResponse, field: str, status: int) -> None:
-    assert response.status == status, response.body
-    error = response.body["error"]
-    assert error["code"] == "VALIDATION_ERROR"
-    assert field in error["message"] or error["details"][0]["field"] == field
-    assert [detail["field"] for detail in error["details"]] == [field]
-    assert response.body["requestId"]
-
-
 @pytest.mark.parametrize(
     ("query", "field"),
     [
