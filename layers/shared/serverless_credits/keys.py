@@ -3,7 +3,7 @@ exactly one item on the balance's partition (see DESIGN-NOTES.md)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 ACCOUNT_SK = "ACCOUNT"
 IDEMPOTENCY_SK = "IDEMPOTENCY"
@@ -13,6 +13,7 @@ PRICES_PK = "PRICES"
 PRICES_CURRENT_SK = "CURRENT"
 DAY_PREFIX = "DAY#"
 TRANSACTION_PREFIX = "txn_"
+_TRANSACTION_TIME_FORMAT = "%Y%m%dT%H%M%S%fZ"  # after TRANSACTION_PREFIX in a transaction id
 
 
 def account_pk(account_id: str) -> str:
@@ -50,7 +51,7 @@ def ledger_sk(created_at: datetime) -> str:
 
 def transaction_id(created_at: datetime) -> str:
     """A time-sortable transaction id that maps back to the entry's sort key."""
-    return TRANSACTION_PREFIX + created_at.strftime("%Y%m%dT%H%M%S%fZ")
+    return TRANSACTION_PREFIX + created_at.strftime(_TRANSACTION_TIME_FORMAT)
 
 
 def ledger_sk_from_transaction_id(value: str) -> str | None:
@@ -59,7 +60,9 @@ def ledger_sk_from_transaction_id(value: str) -> str | None:
     if not value.startswith(TRANSACTION_PREFIX):
         return None
     try:
-        moment = datetime.strptime(value[len(TRANSACTION_PREFIX) :] + "+0000", "%Y%m%dT%H%M%S%fZ%z")
+        moment = datetime.strptime(
+            value[len(TRANSACTION_PREFIX) :], _TRANSACTION_TIME_FORMAT
+        ).replace(tzinfo=UTC)
     except ValueError:
         return None
     return ledger_sk(moment)
