@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serverless_credits.errors import CreditsError, error_for_code
 from serverless_credits.models import OperationResult
+from serverless_credits.money import json_number
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
@@ -49,11 +50,6 @@ def _client_settings() -> ClientSettings:
 class LambdaContextLike(Protocol):
     @property
     def aws_request_id(self) -> str: ...
-
-
-def _json_number(value: Decimal | int) -> int | float:
-    exact = Decimal(value)
-    return int(exact) if exact == exact.to_integral_value() else float(exact)
 
 
 class CreditsClient:
@@ -99,11 +95,11 @@ class CreditsClient:
             "metadata": metadata or {},
         }
         if amount is not None:
-            request["amount"] = _json_number(amount)
+            request["amount"] = json_number(amount)
         if action is not None:
             request["action"] = action
         if quantity is not None:
-            request["quantity"] = _json_number(quantity)
+            request["quantity"] = json_number(quantity)
         if endpoint is not None:
             request["endpoint"] = endpoint
         return self._call(request)
@@ -127,7 +123,7 @@ class CreditsClient:
             "failedCall": failed_call,
         }
         if amount is not None:
-            request["amount"] = _json_number(amount)
+            request["amount"] = json_number(amount)
         return self._call(request)
 
     def _call(self, request: dict[str, Any]) -> OperationResult:

@@ -41,16 +41,16 @@ def quantize(value: Decimal) -> Decimal:
         raise ValueError("amount out of range") from exc
 
 
-def _json_number(value: Decimal) -> int | float:
-    # JSON carries credits as numbers; integers stay integers, and six decimal places
-    # round-trip exactly through a binary double for amounts within MAX_AMOUNT.
-    normalized = normalize(value)
+def json_number(value: Decimal | int) -> int | float:
+    """An exact amount as a JSON number: integers stay integers, and six decimal places
+    round-trip exactly through a binary double for amounts within MAX_AMOUNT."""
+    normalized = normalize(Decimal(value))
     if normalized == normalized.to_integral_value():
         return int(normalized)
     return float(normalized)
 
 
-JsonDecimal = PlainSerializer(_json_number, return_type=int | float, when_used="json")
+JsonDecimal = PlainSerializer(json_number, return_type=int | float, when_used="json")
 
 Credits = Annotated[Decimal, AfterValidator(_exact), JsonDecimal]
 """Any exact credit figure (a balance may be negative within an overdraft)."""

@@ -38,6 +38,7 @@ from serverless_credits.models import (
     utc_now,
 )
 from serverless_credits.money import Credits, format_cost, normalize
+from serverless_credits.responses import jsonable
 from serverless_credits.store import CreditsStore
 
 DEFAULT_LIMIT = 50
@@ -293,20 +294,6 @@ def _end_of(value: date | datetime) -> datetime:
     return datetime.combine(value, time.max, tzinfo=UTC)
 
 
-def _metadata_value(value: Any) -> Any:
-    """DynamoDB hands numbers back as Decimal: metadata numbers go out as JSON numbers."""
-    if isinstance(value, Decimal):
-        normalized = normalize(value)
-        return (
-            int(normalized) if normalized == normalized.to_integral_value() else float(normalized)
-        )
-    if isinstance(value, dict):
-        return {str(k): _metadata_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_metadata_value(v) for v in value]
-    return value
-
-
 def _transaction(entry: LedgerEntry) -> TransactionView:
     return TransactionView(
         id=entry.transaction_id,
@@ -316,7 +303,7 @@ def _transaction(entry: LedgerEntry) -> TransactionView:
         sequence=entry.sequence,
         description=entry.description,
         reference=entry.reference,
-        metadata=_metadata_value(entry.metadata),
+        metadata=jsonable(entry.metadata),  # DynamoDB numbers come back as Decimal
         action=entry.action,
         quantity=_n(entry.quantity),
         endpoint=entry.endpoint,

@@ -3,14 +3,14 @@ function's typed error payloads."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from serverless_credits import errors
-from serverless_credits.money import normalize
+from serverless_credits.money import json_number
 
 HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.ValidationFailed: 400,
@@ -33,21 +33,19 @@ def status_for(error: errors.CreditsError) -> int:
     return 400
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A value with Decimals inside (as DynamoDB returns numbers) made JSON-ready."""
     if isinstance(value, Decimal):
-        normalized = normalize(value)
-        return (
-            int(normalized) if normalized == normalized.to_integral_value() else float(normalized)
-        )
+        return json_number(value)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_jsonable(v) for v in value]
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
     return value
 
 
 def error_object(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"code": code, "message": message, "details": _jsonable(details)}
+    return {"code": code, "message": message, "details": jsonable(details)}
 
 
 def error_body(
