@@ -28,9 +28,9 @@ from bench.env import Environment, account_key, run_together, say, unique
 from bench.stats import latency
 from devtools import dynamodb_local
 from devtools.api_events import LambdaContextStub
-from serverless_credits.commands import DebitCommand
-from serverless_credits.errors import InsufficientCredits, ServiceBusy
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.commands import DebitCommand
+from serverless_credits.domain.errors import InsufficientCredits, ServiceBusy
+from serverless_credits.storage.store import CreditsStore
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

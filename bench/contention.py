@@ -20,11 +20,11 @@ from typing import Any
 
 from bench.env import Environment, run_together, say, unique
 from bench.stats import latency
-from serverless_credits import keys
-from serverless_credits.commands import DebitCommand
-from serverless_credits.errors import InsufficientCredits, ServiceBusy
-from serverless_credits.ledger import Ledger
-from serverless_credits.store import CreditsStore, from_item
+from serverless_credits.domain.commands import DebitCommand
+from serverless_credits.domain.errors import InsufficientCredits, ServiceBusy
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import CreditsStore, from_item
 
 
 @dataclass

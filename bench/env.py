@@ -16,13 +16,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from devtools import dynamodb_local, template
-from serverless_credits import keys, service
-from serverless_credits.commands import CreateAccountCommand
+from serverless_credits import wiring
 from serverless_credits.config import Settings
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import Account, ApiKeyMapping, utc_now
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore, from_item
+from serverless_credits.domain.commands import CreateAccountCommand
+from serverless_credits.domain.models import Account, ApiKeyMapping, utc_now
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import CreditsStore, from_item
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -92,11 +93,11 @@ class Environment:
         values = self.function_env(logical_id)
         saved = {name: os.environ.get(name) for name in values}
         os.environ.update(values)
-        service.reset()
+        wiring.reset()
         try:
             yield
         finally:
-            service.reset()
+            wiring.reset()
             for name, previous in saved.items():
                 if previous is None:
                     os.environ.pop(name, None)

@@ -36,15 +36,16 @@ from bench.sizes import Sizes
 from bench.stats import latency, overhead, ratio
 from devtools import dynamodb_local
 from devtools.api_events import LambdaContextStub, api_event
-from serverless_credits import keys, service
-from serverless_credits.models import (
+from serverless_credits import wiring
+from serverless_credits.domain.models import (
     Account,
     EntryType,
     LedgerEntry,
     UsageIncrement,
     utc_now,
 )
-from serverless_credits.store import to_item
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import to_item
 
 EVENTS_DIR = PROJECT_ROOT / "events"
 SEED_DAYS = 90
@@ -255,7 +256,7 @@ class ReadBench:
         results: dict[str, Any] = {}
 
         def measure(op: ReadOp, handler: Handler) -> None:
-            probe = Probe(service.store().client, side_client=self.env.admin, capacity=True)
+            probe = Probe(wiring.store().client, side_client=self.env.admin, capacity=True)
             event = self._event(op, account, handler)
             with probe.recording() as cold:
                 call(handler, event)
@@ -287,7 +288,7 @@ class ReadBench:
         results: dict[str, Any] = {}
 
         def measure(op: ReadOp, handler: Handler) -> None:
-            store = service.store()
+            store = wiring.store()
             bare = self.env.store().client
             probe = Probe(store.client, capture=True)
             event = self._event(op, account, handler)
@@ -326,7 +327,7 @@ class ReadBench:
         results: dict[str, Any] = {}
 
         def measure(op: ReadOp, handler: Handler) -> None:
-            probe = Probe(service.store().client)
+            probe = Probe(wiring.store().client)
             row: dict[str, Any] = {}
             events = {
                 label: self._event(op, account, handler)

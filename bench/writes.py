@@ -19,8 +19,9 @@ from bench.env import Environment, Handler, quiet, say, unique
 from bench.sizes import Sizes
 from bench.stats import latency, overhead
 from devtools.api_events import LambdaContextStub
-from serverless_credits import keys, service
-from serverless_credits.commands import CreditCommand, DebitCommand
+from serverless_credits import wiring
+from serverless_credits.domain.commands import CreditCommand, DebitCommand
+from serverless_credits.storage import keys
 
 DEBIT_FUNCTION = "DebitFunction"
 OPENING_BALANCE = 1_000_000
@@ -52,11 +53,11 @@ def write_costs(env: Environment, samples: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with env.in_function(DEBIT_FUNCTION):
         handler = env.handler(DEBIT_FUNCTION)
-        store = service.store()
+        store = wiring.store()
         account_id = unique("cost")
-        env.create_account(service.ledger(), account_id, OPENING_BALANCE)
-        service.reset()  # a cold function: no price list, no account state cached
-        store = service.store()
+        env.create_account(wiring.ledger(), account_id, OPENING_BALANCE)
+        wiring.reset()  # a cold function: no price list, no account state cached
+        store = wiring.store()
         probe = Probe(store.client, side_client=env.admin, capacity=True)
         with probe.recording() as tally:
             _invoke(handler, debit_event(account_id, unique("k")))
@@ -67,7 +68,7 @@ def write_costs(env: Environment, samples: int) -> dict[str, Any]:
             debited = _invoke(handler, debit_event(account_id, unique("k")))
         results["debit"] = tally.summary()
         with probe.recording() as tally:
-            service.ledger().top_up(
+            wiring.ledger().top_up(
                 CreditCommand(
                     account_id=account_id,
                     idempotency_key=unique("topup"),
@@ -101,7 +102,7 @@ def write_costs(env: Environment, samples: int) -> dict[str, Any]:
                 reference="po_123456",
             )
             started = time.perf_counter()
-            service.ledger().top_up(command)
+            wiring.ledger().top_up(command)
             times["topup"].append(time.perf_counter() - started)
             refund = {**refund, "idempotencyKey": f"timed-refund-{index}"}
             refund["transactionId"] = debited["transactionId"]
@@ -136,8 +137,8 @@ def debit_overhead(env: Environment, sizes: Sizes) -> dict[str, Any]:
     with env.in_function(DEBIT_FUNCTION):
         handler = env.handler(DEBIT_FUNCTION)
         account_id = unique("overhead")
-        env.create_account(service.ledger(), account_id, OPENING_BALANCE, mirror=True)
-        store = service.store()
+        env.create_account(wiring.ledger(), account_id, OPENING_BALANCE, mirror=True)
+        store = wiring.store()
         bare = env.store(env.mirror).client
         probe = Probe(store.client, capture=True)
         handler_times: list[float] = []

@@ -13,8 +13,8 @@ from typing import Any
 
 from devtools import template
 from devtools.memory_api_keys import InMemoryKeyIssuer
-from serverless_credits.commands import CreateAccountCommand
-from serverless_credits.provisioning import Tier, provision_account
+from serverless_credits.domain.commands import CreateAccountCommand
+from serverless_credits.ledger.provisioning import Tier, provision_account
 
 EVENTS_DIR = template.PROJECT_ROOT / "events"
 

@@ -24,7 +24,7 @@ from devtools.local_lambda import mount_layers
 mount_layers()
 
 from devtools.local_stack import DEFAULT_STATE_FILE, running_stack  # noqa: E402
-from serverless_credits.client import CreditsClient  # noqa: E402
+from serverless_credits.integrations.client import CreditsClient  # noqa: E402
 
 CALLS = (
     ("sms", 1, "/v1/sms/send"),

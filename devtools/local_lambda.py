@@ -14,7 +14,7 @@ variable different values. Chosen over swapping each function's own environment 
 lock around every invocation because:
 - a swap serialises every request of every function, and deadlocks a function that invokes
   another one through this Invoke API (ExampleConsumerFunction -> DebitFunction);
-- `serverless_credits.service` builds its process-wide settings, client and caches once, from
+- `serverless_credits.wiring` builds its process-wide settings, client and caches once, from
   one environment, exactly as one warm Lambda environment does; a swap would have to reset them
   whenever the function changes.
 The price: a function also sees variables only another function declares (today

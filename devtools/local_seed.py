@@ -21,19 +21,19 @@ from devtools.local_lambda import mount_layers
 mount_layers()
 
 from devtools.memory_api_keys import InMemoryKeyIssuer  # noqa: E402
-from serverless_credits import service  # noqa: E402 - after the layer is mounted
-from serverless_credits.commands import (  # noqa: E402
+from serverless_credits import wiring  # noqa: E402 - after the layer is mounted
+from serverless_credits.config import get_settings  # noqa: E402
+from serverless_credits.domain.commands import (  # noqa: E402
     AdjustmentCommand,
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.config import get_settings  # noqa: E402
-from serverless_credits.errors import AccountAlreadyExists  # noqa: E402
-from serverless_credits.ledger import Ledger  # noqa: E402
-from serverless_credits.models import ApiKeyMapping  # noqa: E402
-from serverless_credits.provisioning import (  # noqa: E402
+from serverless_credits.domain.errors import AccountAlreadyExists  # noqa: E402
+from serverless_credits.domain.models import ApiKeyMapping  # noqa: E402
+from serverless_credits.ledger.operations import Ledger  # noqa: E402
+from serverless_credits.ledger.provisioning import (  # noqa: E402
     ApiKeyIssuer,
     Tier,
     issue_api_key,
@@ -60,7 +60,7 @@ class _Clock:
 
 def reset_service() -> None:
     """Forget the library's process-wide settings and clients (the environment changed)."""
-    service.reset()
+    wiring.reset()
 
 
 def event_api_key_ids(events_dir: Path = EVENTS_DIR) -> list[str]:
@@ -77,7 +77,7 @@ def event_api_key_ids(events_dir: Path = EVENTS_DIR) -> list[str]:
 
 def map_api_key(api_key_id: str, account_id: str, plan: str) -> None:
     """Map a key id to an account without issuing a key (for the sample events' ids)."""
-    service.store().put_api_key_mapping(
+    wiring.store().put_api_key_mapping(
         ApiKeyMapping(
             api_key_id=api_key_id, account_id=account_id, plan=plan, created_at=datetime.now(UTC)
         )
@@ -110,7 +110,7 @@ def provision(
     """
     tier = Tier(plan)
     clock = _Clock(datetime.now(UTC) - timedelta(days=HISTORY_DAYS) if history else None)
-    ledger = Ledger(service.store(), service.prices(), get_settings(), clock=clock)
+    ledger = Ledger(wiring.store(), wiring.prices(), get_settings(), clock=clock)
     command = CreateAccountCommand(
         account_id=account_id,
         currency="USD",

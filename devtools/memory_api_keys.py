@@ -11,7 +11,7 @@ import threading
 
 from pydantic import SecretStr
 
-from serverless_credits.provisioning import IssuedKey, Tier
+from serverless_credits.ledger.provisioning import IssuedKey, Tier
 
 
 class InMemoryKeyIssuer:

@@ -114,7 +114,7 @@ def build_document() -> dict[str, Any]:
         OpenAPIMerge,
     )
 
-    from serverless_credits import http_api  # noqa: PLC0415 - after the layer is mounted
+    from serverless_credits.transport import http_api  # noqa: PLC0415 - after the layer is mounted
 
     metadata = http_api.openapi_metadata()
     merge = OpenAPIMerge(**metadata, on_conflict="error")

@@ -15,8 +15,8 @@ from moto import mock_aws
 
 from devtools import dynamodb_local
 from devtools.dynamodb_local import DynamoDBLocal
-from serverless_credits import service
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.storage.store import CreditsStore
 
 # Tests never reach AWS: fake credentials, a fixed region, tracing off.
 os.environ.update(
@@ -44,11 +44,11 @@ def moto_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreditsStore]:
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
-        service.reset()
-        store = service.store()
+        wiring.reset()
+        store = wiring.store()
         dynamodb_local.create_table(store.client, store.table_name)
         yield store
-    service.reset()
+    wiring.reset()
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +72,6 @@ def local_store(
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     dynamodb_local.create_table(dynamodb_local.client_for(dynamodb_local_endpoint), table_name)
-    service.reset()
-    yield service.store()
-    service.reset()
+    wiring.reset()
+    yield wiring.store()
+    wiring.reset()

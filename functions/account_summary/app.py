@@ -8,7 +8,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from serverless_credits import http_api, queries, service
+from serverless_credits import wiring
+from serverless_credits.reads import queries
+from serverless_credits.transport import http_api
 
 logger = Logger()
 tracer = Tracer()
@@ -25,7 +27,7 @@ app = http_api.create_app(metrics)
     responses=http_api.route_responses("The account's summary"),
 )
 def get_summary(account_id: http_api.CurrentAccount) -> queries.SummaryView:
-    return queries.summary(service.store(), account_id)
+    return queries.summary(wiring.store(), account_id)
 
 
 @logger.inject_lambda_context(

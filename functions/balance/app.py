@@ -8,7 +8,9 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from serverless_credits import http_api, queries, service
+from serverless_credits import wiring
+from serverless_credits.reads import queries
+from serverless_credits.transport import http_api
 
 logger = Logger()
 tracer = Tracer()
@@ -25,7 +27,7 @@ app = http_api.create_app(metrics)
     responses=http_api.route_responses("The account's balance"),
 )
 def get_balance(account_id: http_api.CurrentAccount) -> queries.BalanceView:
-    return queries.balance(service.store(), account_id)
+    return queries.balance(wiring.store(), account_id)
 
 
 @app.get(
@@ -37,7 +39,7 @@ def get_balance(account_id: http_api.CurrentAccount) -> queries.BalanceView:
     responses=http_api.route_responses("The account's balances"),
 )
 def get_balances(account_id: http_api.CurrentAccount) -> queries.BalancesView:
-    return queries.balances(service.store(), account_id)
+    return queries.balances(wiring.store(), account_id)
 
 
 @logger.inject_lambda_context(

@@ -8,7 +8,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from serverless_credits import debit_api, service
+from serverless_credits import wiring
+from serverless_credits.transport import debit_api
 
 logger = Logger()
 tracer = Tracer()
@@ -19,7 +20,7 @@ metrics = Metrics()
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = debit_api.handle(event, service.ledger())
+    response = debit_api.handle(event, wiring.ledger())
     _record_metrics(event, response)
     return response
 

@@ -9,7 +9,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from serverless_credits.client import CreditsClient, charge_per_call
+from serverless_credits.integrations.client import CreditsClient, charge_per_call
 
 logger = Logger()
 credits = CreditsClient()  # resolves DEBIT_FUNCTION_NAME and its boto3 client on first use

@@ -9,7 +9,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from serverless_credits import http_api, queries, service
+from serverless_credits import wiring
+from serverless_credits.reads import queries
+from serverless_credits.transport import http_api
 
 logger = Logger()
 tracer = Tracer()
@@ -50,7 +52,7 @@ def get_stats(
     ] = queries.Period.DAILY,
 ) -> queries.StatsView:
     return queries.stats(
-        service.store(),
+        wiring.store(),
         account_id,
         days=days,
         start=start,

@@ -9,9 +9,11 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from serverless_credits import cursor as cursors
-from serverless_credits import http_api, queries, service
-from serverless_credits.models import EntryType
+from serverless_credits import wiring
+from serverless_credits.domain.models import EntryType
+from serverless_credits.reads import cursor as cursors
+from serverless_credits.reads import queries
+from serverless_credits.transport import http_api
 
 logger = Logger()
 tracer = Tracer()
@@ -54,7 +56,7 @@ def list_transactions(
     ] = None,
 ) -> queries.TransactionsPage:
     return queries.transactions(
-        service.store(),
+        wiring.store(),
         account_id,
         cursors.signer(),
         limit=limit,

@@ -20,8 +20,8 @@ from botocore.config import Config
 from devtools import dynamodb_local
 from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack, StackSettings
-from serverless_credits.client import CreditsClient
-from serverless_credits.store import CreditsStore
+from serverless_credits.integrations.client import CreditsClient
+from serverless_credits.storage.store import CreditsStore
 from tests.e2e.support import FREE_PLAN, Api
 
 if TYPE_CHECKING:

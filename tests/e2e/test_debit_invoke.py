@@ -12,8 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from devtools.local_seed import LocalAccount
-from serverless_credits.client import CreditsClient
-from serverless_credits.errors import IdempotencyConflict, InsufficientCredits
+from serverless_credits.domain.errors import IdempotencyConflict, InsufficientCredits
+from serverless_credits.integrations.client import CreditsClient
 from tests.e2e.support import Api
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from devtools import template
 from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack
-from serverless_credits.store import CreditsStore
+from serverless_credits.storage.store import CreditsStore
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from serverless_credits.models import Account, DailyUsage, EntryType, LedgerEntry, utc_now
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.models import Account, DailyUsage, EntryType, LedgerEntry, utc_now
+from serverless_credits.storage.store import CreditsStore
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtools import template
-from serverless_credits.store import CreditsStore
+from serverless_credits.storage.store import CreditsStore
 
 pytestmark = pytest.mark.integration
 

@@ -19,25 +19,26 @@ from functions.account_summary.app import lambda_handler as summary_handler
 from functions.balance.app import lambda_handler as balance_handler
 from functions.stats.app import lambda_handler as stats_handler
 from functions.transactions.app import lambda_handler as transactions_handler
-from serverless_credits import keys, service
-from serverless_credits.commands import (
+from serverless_credits import wiring
+from serverless_credits.config import get_settings
+from serverless_credits.domain.commands import (
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.config import get_settings
-from serverless_credits.errors import InsufficientCredits
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import (
+from serverless_credits.domain.errors import InsufficientCredits
+from serverless_credits.domain.models import (
     Account,
     ApiKeyMapping,
     EntryType,
     LedgerEntry,
     UsageIncrement,
 )
-from serverless_credits.money import normalize
-from serverless_credits.store import CreditsStore, to_item
+from serverless_credits.domain.money import normalize
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import CreditsStore, to_item
 from tests.support import Clock
 
 pytestmark = pytest.mark.integration
@@ -127,7 +128,7 @@ def attempt_call(
 def test_stats_totals_equal_the_ledgers_sums(local_store: CreditsStore) -> None:
     rng = random.Random(20250301)
     clock = Clock(datetime(2025, 3, 1, 6, 0, tzinfo=UTC))
-    ledger = Ledger(local_store, service.prices(), get_settings(), clock=clock)
+    ledger = Ledger(local_store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(
             account_id="acct_sums", credit_price=Decimal("0.02"), opening_balance=Decimal(300)

@@ -11,14 +11,14 @@ from decimal import Decimal
 
 import pytest
 
-from serverless_credits import service
-from serverless_credits.commands import CreateAccountCommand, DebitCommand
+from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.errors import InsufficientCredits, ServiceBusy
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import EntryType, OperationResult
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
+from serverless_credits.domain.errors import InsufficientCredits, ServiceBusy
+from serverless_credits.domain.models import EntryType, OperationResult
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage.store import CreditsStore
 from tests.integration.conftest import LedgerAudit
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def test_concurrent_debits_never_overspend_and_keep_the_ledger_exact(
     local_store: CreditsStore, audit: LedgerAudit
 ) -> None:
     account_id = "acct_hot"
-    shared = service.ledger()
+    shared = wiring.ledger()
     shared.create_account(
         CreateAccountCommand(account_id=account_id, opening_balance=OPENING_BALANCE)
     )

@@ -19,13 +19,13 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools import dynamodb_local
-from serverless_credits.commands import CreateAccountCommand, DebitCommand, RefundCommand
 from serverless_credits.config import Settings, get_settings
-from serverless_credits.errors import ServiceBusy
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import EntryType
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand, RefundCommand
+from serverless_credits.domain.errors import ServiceBusy
+from serverless_credits.domain.models import EntryType
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage.store import CreditsStore
 from tests.integration.conftest import LedgerAudit
 
 pytestmark = pytest.mark.integration

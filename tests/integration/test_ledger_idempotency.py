@@ -11,14 +11,14 @@ from typing import TypeVar
 
 import pytest
 
-from serverless_credits import service
-from serverless_credits.commands import CreateAccountCommand, DebitCommand, RefundCommand
+from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.errors import IdempotencyConflict
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import EntryType, OperationResult
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand, RefundCommand
+from serverless_credits.domain.errors import IdempotencyConflict
+from serverless_credits.domain.models import EntryType, OperationResult
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage.store import CreditsStore
 from tests.integration.conftest import LedgerAudit
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ T = TypeVar("T")
 
 @pytest.fixture
 def ledger(local_store: CreditsStore) -> Ledger:
-    ledger = service.ledger()
+    ledger = wiring.ledger()
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(100)))
     return ledger
 

@@ -12,19 +12,19 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from serverless_credits import service
-from serverless_credits.commands import (
+from serverless_credits import wiring
+from serverless_credits.domain.commands import (
     AdjustmentCommand,
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.errors import CreditsError, InsufficientCredits, RefundNotAllowed
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import OperationResult
-from serverless_credits.money import QUANTUM
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.errors import CreditsError, InsufficientCredits, RefundNotAllowed
+from serverless_credits.domain.models import OperationResult
+from serverless_credits.domain.money import QUANTUM
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 from tests.integration.conftest import LedgerAudit
 
 pytestmark = pytest.mark.integration
@@ -179,7 +179,7 @@ def test_random_operation_sequences_keep_every_ledger_rule(
     sequence: list[Step],
 ) -> None:
     account_id = f"acct_prop_{next(_accounts)}"
-    ledger = service.ledger()
+    ledger = wiring.ledger()
     ledger.create_account(
         CreateAccountCommand(
             account_id=account_id, opening_balance=opening, overdraft_limit=overdraft

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from serverless_credits import service
-from serverless_credits.commands import CreateAccountCommand, DebitCommand
-from serverless_credits.errors import AccountSuspended, InsufficientCredits
-from serverless_credits.ledger import Ledger
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
+from serverless_credits.domain.errors import AccountSuspended, InsufficientCredits
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 from tests.integration.conftest import LedgerAudit
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ ACCOUNT = "acct_settings"
 @pytest.fixture
 def warm_ledger(local_store: CreditsStore) -> Ledger:
     """A ledger that has just debited the account, so it holds its state."""
-    ledger = service.ledger()
+    ledger = wiring.ledger()
     ledger.create_account(
         CreateAccountCommand(
             account_id=ACCOUNT, opening_balance=Decimal(10), overdraft_limit=Decimal(50)

@@ -80,7 +80,7 @@ def test_importtime_lines_parse_with_depth() -> None:
             "import time: self [us] | cumulative | imported package",
             "import time:       120 |        120 |   _io",
             "import time:       300 |       1500 | functions.debit.app",
-            "import time:        80 |         80 |     serverless_credits.keys",
+            "import time:        80 |         80 |     serverless_credits.storage.keys",
             "some other line",
         ]
     )
@@ -88,7 +88,7 @@ def test_importtime_lines_parse_with_depth() -> None:
     assert rows == [
         (1, 120, 120, "_io"),
         (0, 300, 1500, "functions.debit.app"),
-        (2, 80, 80, "serverless_credits.keys"),
+        (2, 80, 80, "serverless_credits.storage.keys"),
     ]
 
 

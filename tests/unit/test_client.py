@@ -14,10 +14,15 @@ import pytest
 
 from functions.debit import app as debit_app
 from functions.example_consumer import app as consumer
-from serverless_credits import errors, service
-from serverless_credits.client import CreditsClient, CreditsUnavailable, charge_per_call
-from serverless_credits.commands import CreateAccountCommand
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.domain import errors
+from serverless_credits.domain.commands import CreateAccountCommand
+from serverless_credits.integrations.client import (
+    CreditsClient,
+    CreditsUnavailable,
+    charge_per_call,
+)
+from serverless_credits.storage.store import CreditsStore
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -52,7 +57,7 @@ class InProcessLambda:
 
 @pytest.fixture
 def funded_account(moto_store: CreditsStore) -> str:
-    service.ledger().create_account(
+    wiring.ledger().create_account(
         CreateAccountCommand(account_id="acct_demo", opening_balance=Decimal(5))
     )
     return "acct_demo"
@@ -99,7 +104,7 @@ def test_function_errors_are_retried_with_the_same_key_and_charge_once(funded_ac
     )
     assert result.balance_after == Decimal(4)
     assert {call["idempotencyKey"] for call in fake.calls} == {"k1"}
-    assert service.ledger().account(funded_account).balance == Decimal(4)
+    assert wiring.ledger().account(funded_account).balance == Decimal(4)
 
 
 def test_persistent_function_errors_raise_credits_unavailable(funded_account: str) -> None:
@@ -119,7 +124,7 @@ def test_decorator_charges_each_call_once_per_request_id(funded_account: str) ->
     assert handler({"accountId": funded_account}, FakeContext("r1")) == "done"
     assert handler({"accountId": funded_account}, FakeContext("r1")) == "done"  # Lambda retry
     assert handler({"accountId": funded_account}, FakeContext("r2")) == "done"
-    assert service.ledger().account(funded_account).balance == Decimal(3)
+    assert wiring.ledger().account(funded_account).balance == Decimal(3)
 
 
 def test_decorator_refunds_a_failed_call_and_reraises(funded_account: str) -> None:
@@ -136,11 +141,11 @@ def test_decorator_refunds_a_failed_call_and_reraises(funded_account: str) -> No
 
     with pytest.raises(RuntimeError, match="downstream failed"):
         handler({"accountId": funded_account}, FakeContext("r1"))
-    account = service.ledger().account(funded_account)
+    account = wiring.ledger().account(funded_account)
     assert account.balance == Decimal(5)
     assert [call.get("operation", "debit") for call in fake.calls] == ["debit", "refund"]
     assert fake.calls[1]["failedCall"] is True
-    usage = service.store().query_usage(
+    usage = wiring.store().query_usage(
         funded_account, account.created_at.date(), account.created_at.date()
     )
     assert (usage[0].calls, usage[0].failed) == (1, 1)
@@ -167,4 +172,4 @@ def test_example_consumer_event_is_charged_one_api_call(
     event = json.loads((EVENTS / "example-consumer.json").read_text())
 
     assert consumer.lambda_handler(event, FakeContext("r-example")) == {"echo": event["message"]}
-    assert service.ledger().account(funded_account).balance == Decimal(4)
+    assert wiring.ledger().account(funded_account).balance == Decimal(4)

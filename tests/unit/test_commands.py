@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from serverless_credits.commands import (
+from serverless_credits.domain.commands import (
     AdjustmentCommand,
     CreateAccountCommand,
     CreditCommand,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from serverless_credits.config import Settings
-from serverless_credits.cursor import CursorSigner, CursorSigningKeyMissing, InvalidCursor
+from serverless_credits.reads.cursor import CursorSigner, CursorSigningKeyMissing, InvalidCursor
 
 POSITION = "2025-02-01T09:00:00.000001Z"
 SIGNER = CursorSigner(b"k" * 32)

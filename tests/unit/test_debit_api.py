@@ -9,20 +9,21 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from serverless_credits import debit_api, service
-from serverless_credits.commands import CreateAccountCommand
+from serverless_credits import wiring
 from serverless_credits.config import Settings, get_settings
-from serverless_credits.errors import ServiceBusy
-from serverless_credits.ledger import Ledger
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.commands import CreateAccountCommand
+from serverless_credits.domain.errors import ServiceBusy
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage.store import CreditsStore
+from serverless_credits.transport import debit_api
 
 ACCOUNT = "acct_api"
 
 
 @pytest.fixture
 def ledger(moto_store: CreditsStore) -> Ledger:
-    ledger = service.ledger()
+    ledger = wiring.ledger()
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(50)))
     return ledger
 

@@ -13,11 +13,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from functions.debit import app
-from serverless_credits import service
-from serverless_credits.commands import CreateAccountCommand, DebitCommand
-from serverless_credits.errors import ServiceBusy, StorageError
-from serverless_credits.models import EntryType
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
+from serverless_credits.domain.errors import ServiceBusy, StorageError
+from serverless_credits.domain.models import EntryType
+from serverless_credits.storage.store import CreditsStore
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 DEMO_ACCOUNT = "acct_demo"
@@ -59,14 +59,14 @@ def emitted_metrics(output: str) -> dict[str, Any]:
 
 @pytest.fixture
 def demo_account(moto_store: CreditsStore) -> str:
-    service.ledger().create_account(
+    wiring.ledger().create_account(
         CreateAccountCommand(account_id=DEMO_ACCOUNT, opening_balance=DEMO_BALANCE)
     )
     return DEMO_ACCOUNT
 
 
 def demo_balance() -> Decimal:
-    return service.ledger().account(DEMO_ACCOUNT).balance
+    return wiring.ledger().account(DEMO_ACCOUNT).balance
 
 
 def debit_entries(store: CreditsStore) -> int:
@@ -214,7 +214,7 @@ def test_an_unexpected_failure_is_a_function_error(
 def test_exhausted_retries_are_a_function_error(
     demo_account: str, moto_store: CreditsStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service.ledger(), "_sleep", lambda _: None)
+    monkeypatch.setattr(wiring.ledger(), "_sleep", lambda _: None)
 
     def throttle(**_: Any) -> None:
         raise ClientError(

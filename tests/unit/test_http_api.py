@@ -20,12 +20,14 @@ from functions.account_summary import app as summary_app
 from functions.balance import app as balance_app
 from functions.stats import app as stats_app
 from functions.transactions import app as transactions_app
-from serverless_credits import http_api, queries, service
-from serverless_credits.commands import DebitCommand
-from serverless_credits.errors import ApiKeyNotRecognised, ServiceBusy, StorageError
-from serverless_credits.models import ApiKeyMapping, utc_now
-from serverless_credits.provisioning import Tier
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.domain.commands import DebitCommand
+from serverless_credits.domain.errors import ApiKeyNotRecognised, ServiceBusy, StorageError
+from serverless_credits.domain.models import ApiKeyMapping, utc_now
+from serverless_credits.ledger.provisioning import Tier
+from serverless_credits.reads import queries
+from serverless_credits.storage.store import CreditsStore
+from serverless_credits.transport import http_api
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -51,7 +53,7 @@ def assert_error_shape(body: Any, request_id: str | None = None) -> None:
 @pytest.fixture
 def owner(moto_store: CreditsStore) -> ApiAccount:
     account = open_account("acct_owner", opening_balance=100)
-    service.ledger().debit(
+    wiring.ledger().debit(
         DebitCommand(account_id="acct_owner", idempotency_key="d1", action="sms", endpoint="/x")
     )
     return account
@@ -423,7 +425,7 @@ def test_the_event_file_works_with_its_handler(moto_store: CreditsStore, name: s
     assert event["httpMethod"] == "GET"
     assert identity["apiKeyId"]
     open_account("acct_demo", opening_balance=500)
-    service.ledger().debit(
+    wiring.ledger().debit(
         DebitCommand(
             account_id="acct_demo",
             idempotency_key="evt-1",

@@ -8,9 +8,9 @@ import pytest
 
 from devtools.api_events import ApiAccount, api_event, invoke, open_account
 from functions.balance.app import lambda_handler
-from serverless_credits import service
-from serverless_credits.commands import CreditCommand, DebitCommand, RefundCommand
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.domain.commands import CreditCommand, DebitCommand, RefundCommand
+from serverless_credits.storage.store import CreditsStore
 
 BALANCE_FIELDS = {
     "balance",
@@ -41,7 +41,7 @@ def account(moto_store: CreditsStore) -> ApiAccount:
         credit_price=Decimal("0.05"),
         low_balance_threshold=Decimal(90),
     )
-    ledger = service.ledger()
+    ledger = wiring.ledger()
     ledger.top_up(
         CreditCommand(account_id="acct_bal", idempotency_key="t1", amount=Decimal("20.5"))
     )
@@ -135,7 +135,7 @@ def test_balance_of_an_empty_account(moto_store: CreditsStore) -> None:
 
 def test_balance_amounts_are_exact_json_numbers(moto_store: CreditsStore) -> None:
     exact = open_account("acct_exact", opening_balance=0)
-    service.ledger().top_up(
+    wiring.ledger().top_up(
         CreditCommand(account_id="acct_exact", idempotency_key="t", amount=Decimal("0.000001"))
     )
     response = invoke(lambda_handler, api_event("/v1/credits/balance", api_key_id=exact.api_key_id))

@@ -11,10 +11,11 @@ from aws_lambda_powertools.event_handler.exceptions import BadRequestError, Serv
 from pydantic import TypeAdapter, ValidationError
 
 from devtools.api_events import LambdaContextStub, api_event, open_account
-from serverless_credits import http_api, queries
-from serverless_credits.cursor import CursorSigner
-from serverless_credits.errors import ValidationFailed
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.errors import ValidationFailed
+from serverless_credits.reads import queries
+from serverless_credits.reads.cursor import CursorSigner
+from serverless_credits.storage.store import CreditsStore
+from serverless_credits.transport import http_api
 
 SIGNER = CursorSigner(b"s" * 32)
 TODAY = date(2025, 2, 9)

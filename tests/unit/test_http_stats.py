@@ -11,18 +11,18 @@ import pytest
 
 from devtools.api_events import ApiAccount, ApiResponse, api_event, invoke, open_account
 from functions.stats.app import lambda_handler
-from serverless_credits import service
-from serverless_credits.commands import (
+from serverless_credits import wiring
+from serverless_credits.config import get_settings
+from serverless_credits.domain.commands import (
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.config import get_settings
-from serverless_credits.errors import InsufficientCredits
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import ApiKeyMapping
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.errors import InsufficientCredits
+from serverless_credits.domain.models import ApiKeyMapping
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 from tests.support import Clock, assert_invalid
 
 PATH = "/v1/credits/stats"
@@ -35,7 +35,7 @@ def get(account: ApiAccount, **query: str) -> ApiResponse:
 def seed(store: CreditsStore, account_id: str, activity: list[tuple[datetime, Any]]) -> ApiAccount:
     """An account at $0.10 a credit, with `activity` (moment, operation) applied in order."""
     clock = Clock(activity[0][0] - timedelta(hours=1))
-    ledger = Ledger(store, service.prices(), get_settings(), clock=clock)
+    ledger = Ledger(store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(
             account_id=account_id, credit_price=Decimal("0.1"), opening_balance=Decimal(100)
@@ -312,7 +312,7 @@ def test_rules_across_parameters_are_400s_naming_the_field(
 # ---------------------------------------------------------------- tenants
 def test_tenant_isolation(moto_store: CreditsStore, history: ApiAccount) -> None:
     other = open_account("acct_other", opening_balance=50)
-    service.ledger().debit(
+    wiring.ledger().debit(
         DebitCommand(account_id="acct_other", idempotency_key="x", amount=Decimal(42))
     )
     mine = get(history, accountId="acct_other", **{"from": "2025-01-01", "to": "2025-02-28"}).body

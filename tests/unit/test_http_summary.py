@@ -7,12 +7,12 @@ from decimal import Decimal
 
 from devtools.api_events import ApiAccount, api_event, invoke, open_account
 from functions.account_summary.app import lambda_handler
-from serverless_credits import service
-from serverless_credits.commands import CreateAccountCommand, DebitCommand
+from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import ApiKeyMapping, SubscriptionStatus
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
+from serverless_credits.domain.models import ApiKeyMapping, SubscriptionStatus
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 
 PATH = "/v1/account/summary"
 
@@ -23,7 +23,7 @@ def test_summary_has_balance_subscription_month_usage_and_lifetime(
     now = datetime.now(UTC)
     start_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     clock = [start_of_month - timedelta(days=3)]  # last month: lifetime, not this month
-    ledger = Ledger(moto_store, service.prices(), get_settings(), clock=lambda: clock[0])
+    ledger = Ledger(moto_store, wiring.prices(), get_settings(), clock=lambda: clock[0])
     ledger.create_account(
         CreateAccountCommand(
             account_id="acct_sum",
@@ -99,7 +99,7 @@ def test_summary_of_an_empty_account(moto_store: CreditsStore) -> None:
 def test_tenant_isolation(moto_store: CreditsStore) -> None:
     first = open_account("acct_one", opening_balance=1)
     second = open_account("acct_two", opening_balance=2, tier="pro")
-    service.ledger().debit(
+    wiring.ledger().debit(
         DebitCommand(account_id="acct_two", idempotency_key="d", amount=Decimal(1))
     )
     for account, expected in ((first, ("acct_one", 1, 0)), (second, ("acct_two", 1, 1))):

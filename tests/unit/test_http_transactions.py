@@ -11,18 +11,18 @@ import pytest
 
 from devtools.api_events import ApiAccount, ApiResponse, api_event, invoke, open_account
 from functions.transactions.app import lambda_handler
-from serverless_credits import service
-from serverless_credits.commands import (
+from serverless_credits import wiring
+from serverless_credits.config import get_settings
+from serverless_credits.domain.commands import (
     AdjustmentCommand,
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.config import get_settings
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import ApiKeyMapping
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.models import ApiKeyMapping
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 from tests.support import Clock, assert_invalid
 
 PATH = "/v1/credits/transactions"
@@ -34,7 +34,7 @@ def get(account: ApiAccount, **query: str) -> ApiResponse:
 
 
 def debit(account_id: str, key: str, amount: str = "1") -> None:
-    service.ledger().debit(
+    wiring.ledger().debit(
         DebitCommand(account_id=account_id, idempotency_key=key, amount=Decimal(amount))
     )
 
@@ -64,7 +64,7 @@ def small(moto_store: CreditsStore) -> ApiAccount:
 def dated(moto_store: CreditsStore) -> ApiAccount:
     """One entry per day from 2025-02-01 to 2025-02-05, of mixed types."""
     clock = Clock(START)
-    ledger = Ledger(moto_store, service.prices(), get_settings(), clock=clock)
+    ledger = Ledger(moto_store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(account_id="acct_dated", opening_balance=Decimal(100))
     )
@@ -156,10 +156,10 @@ def test_a_page_is_most_recent_first_with_every_field(
 
 def test_refunds_name_the_debit_they_refund(moto_store: CreditsStore) -> None:
     owner = open_account("acct_r", opening_balance=10)
-    charged = service.ledger().debit(
+    charged = wiring.ledger().debit(
         DebitCommand(account_id="acct_r", idempotency_key="d", amount=Decimal(4))
     )
-    service.ledger().refund(
+    wiring.ledger().refund(
         RefundCommand(
             account_id="acct_r", idempotency_key="r", transaction_id=charged.transaction_id
         )

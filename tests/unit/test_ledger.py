@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from serverless_credits import keys, service
-from serverless_credits.commands import (
+from serverless_credits import wiring
+from serverless_credits.config import get_settings
+from serverless_credits.domain.commands import (
     AdjustmentCommand,
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.config import get_settings
-from serverless_credits.errors import (
+from serverless_credits.domain.errors import (
     AccountAlreadyExists,
     AccountNotFound,
     AccountSuspended,
@@ -34,8 +34,7 @@ from serverless_credits.errors import (
     UnknownAction,
     ValidationFailed,
 )
-from serverless_credits.ledger import Backoff, Ledger, fingerprint
-from serverless_credits.models import (
+from serverless_credits.domain.models import (
     Account,
     AccountStatus,
     DailyUsage,
@@ -45,8 +44,10 @@ from serverless_credits.models import (
     PriceList,
     utc_now,
 )
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.ledger.operations import Backoff, Ledger, fingerprint
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import CreditsStore
 
 ACCOUNT = "acct_unit"
 
@@ -140,7 +141,7 @@ def adjustment(
 
 @pytest.fixture
 def ledger(moto_store: CreditsStore) -> Ledger:
-    return service.ledger()
+    return wiring.ledger()
 
 
 @pytest.fixture
@@ -317,7 +318,7 @@ def test_debit_by_action_without_quantity_charges_one_unit(
 def test_debit_by_action_uses_the_published_price_list_rounded_to_six_places(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
-    service.prices().publish(PriceList(prices={"sms": Decimal("0.333333")}))
+    wiring.prices().publish(PriceList(prices={"sms": Decimal("0.333333")}))
 
     result = debit(ledger, action="sms", quantity=Decimal("0.5"))
 
@@ -344,7 +345,7 @@ def test_debit_of_an_unknown_action_is_a_validation_error_and_writes_nothing(
 def test_debit_by_action_out_of_range_is_a_validation_error(
     ledger: Ledger, moto_store: CreditsStore, account: str, price: Decimal, quantity: Decimal
 ) -> None:
-    service.prices().publish(PriceList(prices={"bulk": price}))
+    wiring.prices().publish(PriceList(prices={"bulk": price}))
 
     with pytest.raises(ValidationFailed) as refused:
         debit(ledger, action="bulk", quantity=quantity)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from serverless_credits.money import MAX_AMOUNT, QUANTUM, format_cost, normalize, quantize
+from serverless_credits.domain.money import MAX_AMOUNT, QUANTUM, format_cost, normalize, quantize
 
 
 @pytest.mark.parametrize(

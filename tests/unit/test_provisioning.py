@@ -12,18 +12,18 @@ from pydantic import SecretStr
 from devtools.api_events import api_event, invoke
 from devtools.memory_api_keys import InMemoryKeyIssuer
 from functions.balance.app import lambda_handler
-from serverless_credits.apigateway_keys import ApiGatewayKeyIssuer
-from serverless_credits.commands import CreateAccountCommand
 from serverless_credits.config import Settings, get_settings
-from serverless_credits.errors import AccountAlreadyExists, AccountNotFound
-from serverless_credits.provisioning import (
+from serverless_credits.domain.commands import CreateAccountCommand
+from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound
+from serverless_credits.integrations.apigateway_keys import ApiGatewayKeyIssuer
+from serverless_credits.ledger.provisioning import (
     IssuedKey,
     ProvisioningError,
     Tier,
     issue_api_key,
     provision_account,
 )
-from serverless_credits.store import CreditsStore
+from serverless_credits.storage.store import CreditsStore
 
 
 def command(account_id: str = "acct_new", **fields: Any) -> CreateAccountCommand:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from serverless_credits import errors, responses
-from serverless_credits.commands import DebitCommand
+from serverless_credits.domain import errors
+from serverless_credits.domain.commands import DebitCommand
+from serverless_credits.transport import responses
 
 
 @pytest.mark.parametrize(

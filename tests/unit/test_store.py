@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from serverless_credits import keys, service
-from serverless_credits.commands import CreateAccountCommand, CreditCommand, DebitCommand
-from serverless_credits.errors import StorageError
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import (
+from serverless_credits import wiring
+from serverless_credits.domain.commands import CreateAccountCommand, CreditCommand, DebitCommand
+from serverless_credits.domain.errors import StorageError
+from serverless_credits.domain.models import (
     Account,
     ApiKeyMapping,
     EntryType,
@@ -22,7 +21,9 @@ from serverless_credits.models import (
     PriceList,
     UsageIncrement,
 )
-from serverless_credits.store import (
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import (
     AccountMissing,
     ConditionRefused,
     Contention,
@@ -40,10 +41,10 @@ ACCOUNT = "acct_store"
 
 @pytest.fixture
 def ledger(moto_store: CreditsStore) -> Ledger:
-    service.ledger().create_account(
+    wiring.ledger().create_account(
         CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(100))
     )
-    return service.ledger()
+    return wiring.ledger()
 
 
 @pytest.fixture

@@ -33,15 +33,16 @@ from aws_lambda_powertools.event_handler.request import Request
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel, Field
 
-from serverless_credits import responses, service
+from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.errors import (
+from serverless_credits.domain.errors import (
     ApiKeyNotRecognised,
     CreditsError,
     ServiceBusy,
     ValidationFailed,
 )
-from serverless_credits.store import CreditsStore
+from serverless_credits.storage.store import CreditsStore
+from serverless_credits.transport import responses
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
@@ -114,8 +115,8 @@ def _directory_for(store: CreditsStore, ttl_seconds: float) -> ApiKeyDirectory:
 
 
 def api_keys() -> ApiKeyDirectory:
-    """The process's directory, bound to the process's store (a new one after service.reset)."""
-    return _directory_for(service.store(), get_settings().cache_seconds)
+    """The process's directory, bound to the process's store (a new one after wiring.reset)."""
+    return _directory_for(wiring.store(), get_settings().cache_seconds)
 
 
 def current_account(request: Request) -> str:

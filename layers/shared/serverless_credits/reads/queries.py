@@ -24,10 +24,8 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BeforeValidator, Field
 
-from serverless_credits import keys
-from serverless_credits.cursor import CursorSigner
-from serverless_credits.errors import AccountNotFound, ValidationFailed
-from serverless_credits.models import (
+from serverless_credits.domain.errors import AccountNotFound, ValidationFailed
+from serverless_credits.domain.models import (
     Account,
     AccountStatus,
     CamelModel,
@@ -37,9 +35,11 @@ from serverless_credits.models import (
     SubscriptionStatus,
     utc_now,
 )
-from serverless_credits.money import Credits, format_cost, normalize
-from serverless_credits.responses import jsonable
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.money import Credits, format_cost, normalize
+from serverless_credits.reads.cursor import CursorSigner
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import CreditsStore
+from serverless_credits.transport.responses import jsonable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

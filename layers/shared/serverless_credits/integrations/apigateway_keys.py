@@ -11,7 +11,7 @@ import boto3
 from pydantic import SecretStr
 
 from serverless_credits.config import Settings, get_settings
-from serverless_credits.provisioning import IssuedKey, ProvisioningError, Tier
+from serverless_credits.ledger.provisioning import IssuedKey, ProvisioningError, Tier
 
 PLAN_SETTINGS = {Tier.FREE: "FREE_USAGE_PLAN_ID", Tier.PRO: "PRO_USAGE_PLAN_ID"}
 

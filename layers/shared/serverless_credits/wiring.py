@@ -6,9 +6,9 @@ from __future__ import annotations
 import functools
 
 from serverless_credits.config import get_settings
-from serverless_credits.ledger import Ledger
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import CreditsStore
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage.store import CreditsStore
 
 
 @functools.cache

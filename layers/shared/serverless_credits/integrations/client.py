@@ -24,9 +24,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from serverless_credits.errors import CreditsError, error_for_code
-from serverless_credits.models import OperationResult
-from serverless_credits.money import json_number
+from serverless_credits.domain.errors import CreditsError, error_for_code
+from serverless_credits.domain.models import OperationResult
+from serverless_credits.domain.money import json_number
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient

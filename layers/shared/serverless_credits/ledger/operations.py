@@ -27,16 +27,15 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from serverless_credits import keys
-from serverless_credits.commands import (
+from serverless_credits.config import Settings
+from serverless_credits.domain.commands import (
     AdjustmentCommand,
     CreateAccountCommand,
     CreditCommand,
     DebitCommand,
     RefundCommand,
 )
-from serverless_credits.config import Settings
-from serverless_credits.errors import (
+from serverless_credits.domain.errors import (
     AccountNotFound,
     AccountSuspended,
     IdempotencyConflict,
@@ -45,7 +44,7 @@ from serverless_credits.errors import (
     ServiceBusy,
     TransactionNotFound,
 )
-from serverless_credits.models import (
+from serverless_credits.domain.models import (
     Account,
     AccountStatus,
     EntryType,
@@ -55,9 +54,10 @@ from serverless_credits.models import (
     UsageIncrement,
     utc_now,
 )
-from serverless_credits.money import normalize
-from serverless_credits.prices import PriceCatalog
-from serverless_credits.store import (
+from serverless_credits.domain.money import normalize
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage import keys
+from serverless_credits.storage.store import (
     AccountMissing,
     ConditionRefused,
     Contention,

@@ -7,7 +7,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
-from serverless_credits.models import (
+from serverless_credits.domain.models import (
     AccountId,
     ActionName,
     CamelModel,
@@ -20,7 +20,7 @@ from serverless_credits.models import (
     ShortText,
     SubscriptionStatus,
 )
-from serverless_credits.money import MAX_AMOUNT, Credits
+from serverless_credits.domain.money import MAX_AMOUNT, Credits
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]

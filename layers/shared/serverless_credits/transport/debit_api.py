@@ -11,11 +11,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serverless_credits.commands import DebitCommand, RefundCommand
-from serverless_credits.errors import CreditsError, ValidationFailed
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import OperationResult
-from serverless_credits.responses import debit_error, validation_error
+from serverless_credits.domain.commands import DebitCommand, RefundCommand
+from serverless_credits.domain.errors import CreditsError, ValidationFailed
+from serverless_credits.domain.models import OperationResult
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.transport.responses import debit_error, validation_error
 
 OPERATIONS = ("debit", "refund")
 

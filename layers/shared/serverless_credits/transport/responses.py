@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from serverless_credits import errors
-from serverless_credits.money import json_number
+from serverless_credits.domain import errors
+from serverless_credits.domain.money import json_number
 
 HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.ValidationFailed: 400,

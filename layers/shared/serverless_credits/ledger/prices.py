@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from serverless_credits.errors import UnknownAction, ValidationFailed
-from serverless_credits.models import DEFAULT_PRICES, PriceList
-from serverless_credits.money import MAX_AMOUNT, quantize
-from serverless_credits.store import CreditsStore
+from serverless_credits.domain.errors import UnknownAction, ValidationFailed
+from serverless_credits.domain.models import DEFAULT_PRICES, PriceList
+from serverless_credits.domain.money import MAX_AMOUNT, quantize
+from serverless_credits.storage.store import CreditsStore
 
 
 class PriceCatalog:

@@ -26,9 +26,8 @@ from botocore.exceptions import (
 )
 from pydantic import BaseModel
 
-from serverless_credits import keys
-from serverless_credits.errors import AccountAlreadyExists, StorageError
-from serverless_credits.models import (
+from serverless_credits.domain.errors import AccountAlreadyExists, StorageError
+from serverless_credits.domain.models import (
     Account,
     ApiKeyMapping,
     DailyUsage,
@@ -38,6 +37,7 @@ from serverless_credits.models import (
     PriceList,
     UsageIncrement,
 )
+from serverless_credits.storage import keys
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

@@ -16,12 +16,12 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from serverless_credits import service
-from serverless_credits.commands import CreateAccountCommand
-from serverless_credits.errors import AccountNotFound
-from serverless_credits.ledger import Ledger
-from serverless_credits.models import Account, ApiKeyMapping, utc_now
-from serverless_credits.store import CreditsStore
+from serverless_credits import wiring
+from serverless_credits.domain.commands import CreateAccountCommand
+from serverless_credits.domain.errors import AccountNotFound
+from serverless_credits.domain.models import Account, ApiKeyMapping, utc_now
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 
 
 class Tier(StrEnum):
@@ -68,7 +68,7 @@ def issue_api_key(
     clock: Callable[[], datetime] = utc_now,
 ) -> IssuedKey:
     """Issue a key for an existing account and map it to the account."""
-    store = store or service.store()
+    store = store or wiring.store()
     if store.get_account(account_id, consistent=True) is None:
         raise AccountNotFound(account_id)
     key = issuer.issue(account_id=account_id, tier=tier)
@@ -92,7 +92,7 @@ def provision_account(
     store: CreditsStore | None = None,
 ) -> ProvisionedAccount:
     """Create an account on `tier` and give it an API key on that tier's usage plan."""
-    account = (ledger or service.ledger()).create_account(
+    account = (ledger or wiring.ledger()).create_account(
         command.model_copy(update={"plan": tier.value})
     )
     key = issue_api_key(account.account_id, tier, issuer=issuer, store=store)

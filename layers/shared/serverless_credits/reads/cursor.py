@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from serverless_credits.config import Settings, get_settings
-from serverless_credits.errors import ValidationFailed
+from serverless_credits.domain.errors import ValidationFailed
 
 VERSION = 1
 MAX_CURSOR_LENGTH = 512

@@ -1,0 +1,1 @@
+"""Other AWS services: the Lambda client for consumers, API Gateway keys."""

@@ -1,0 +1,1 @@
+"""Use cases over small storage interfaces: the write path, materialization, reconciliation."""

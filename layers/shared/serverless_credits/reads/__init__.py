@@ -1,0 +1,1 @@
+"""Read models for the customer API: balance, transactions pages, stats, summary."""

@@ -1,0 +1,1 @@
+"""Entry points: HTTP (API Gateway), Lambda invoke (Debit), stream events (materializer)."""
