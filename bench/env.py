@@ -131,7 +131,9 @@ class Environment:
 
     def ledger(self, store: CreditsStore) -> Ledger:
         """A ledger as one function instance holds it (its own account cache)."""
-        return Ledger(store, PriceCatalog(store, self.settings.cache_seconds), self.settings)
+        return wiring.build_ledger(
+            store, PriceCatalog(store.catalog, self.settings.cache_seconds), self.settings
+        )
 
     def create_account(
         self, ledger: Ledger, account_id: str, balance: Decimal | int, *, mirror: bool = False
@@ -156,7 +158,7 @@ class Environment:
         self.admin.put_item(TableName=self.mirror, Item=item)
 
     def map_api_key(self, store: CreditsStore, api_key_id: str, account_id: str) -> None:
-        store.put_api_key_mapping(
+        store.catalog.put_api_key_mapping(
             ApiKeyMapping(
                 api_key_id=api_key_id, account_id=account_id, plan="free", created_at=utc_now()
             )

@@ -206,7 +206,7 @@ def warm_up(env: Environment, seconds: float) -> int:
                 endpoint="/v1/echo",
             )
         )
-        store.get_account(account_id, consistent=True)
-        store.query_ledger(account_id, limit=50)
+        store.accounts.get(account_id, consistent=True)
+        store.entries.page(account_id, limit=50)
         calls += 1
     return calls

@@ -110,7 +110,7 @@ def provision(
     """
     tier = Tier(plan)
     clock = _Clock(datetime.now(UTC) - timedelta(days=HISTORY_DAYS) if history else None)
-    ledger = Ledger(wiring.store(), wiring.prices(), get_settings(), clock=clock)
+    ledger = wiring.build_ledger(wiring.store(), wiring.prices(), get_settings(), clock=clock)
     command = CreateAccountCommand(
         account_id=account_id,
         currency="USD",

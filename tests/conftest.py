@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from devtools import dynamodb_local
 from devtools.dynamodb_local import DynamoDBLocal
+from devtools.streams import materializer_poller
 from serverless_credits import wiring
 from serverless_credits.storage.store import CreditsStore
 
@@ -49,6 +50,13 @@ def moto_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreditsStore]:
         dynamodb_local.create_table(store.client, store.table_name)
         yield store
     wiring.reset()
+
+
+@pytest.fixture
+def materialize(moto_store: CreditsStore) -> Callable[[], int]:
+    """Run the materializer over everything the table's stream holds so far (what the
+    Materializer function does in AWS, shortly after each change)."""
+    return materializer_poller(moto_store.client, moto_store.table_name).drain
 
 
 @pytest.fixture(scope="session")

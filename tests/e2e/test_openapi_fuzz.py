@@ -34,9 +34,9 @@ schema = schemathesis.openapi.from_path(DOCUMENT)
 
 def ledger_state(store: CreditsStore, account_id: str) -> tuple[Any, ...]:
     """The account item's version and balance, and every ledger entry id."""
-    account = store.get_account(account_id, consistent=True)
+    account = store.accounts.get(account_id, consistent=True)
     assert account is not None
-    entries, _ = store.query_ledger(account_id, limit=1000)
+    entries, _ = store.entries.page(account_id, limit=1000)
     return account.version, account.balance, tuple(entry.transaction_id for entry in entries)
 
 

@@ -3,12 +3,14 @@ checking the invariants SPEC.md lists under "Ledger rules"."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
+from devtools.streams import materializer_poller
 from serverless_credits.domain.models import Account, DailyUsage, EntryType, LedgerEntry, utc_now
 from serverless_credits.storage.store import CreditsStore
 
@@ -23,15 +25,18 @@ class LedgerSnapshot:
 
 
 class LedgerAudit:
-    """Reads an account back (consistently) and proves the ledger rules hold for it."""
+    """Reads an account back (consistently, once the stream is materialized) and proves the
+    ledger rules hold for it."""
 
-    def __init__(self, store: CreditsStore) -> None:
+    def __init__(self, store: CreditsStore, materialize: Callable[[], int]) -> None:
         self.store = store
+        self.materialize = materialize
 
     def snapshot(self, account_id: str) -> LedgerSnapshot:
-        account = self.store.get_account(account_id, consistent=True)
+        self.materialize()
+        account = self.store.accounts.get(account_id, consistent=True)
         assert account is not None, f"account {account_id} is missing"
-        entries, more = self.store.query_ledger(account_id, limit=100_000, newest_first=False)
+        entries, more = self.store.entries.page(account_id, limit=100_000, newest_first=False)
         assert more is None
         return LedgerSnapshot(account, entries)
 
@@ -50,6 +55,9 @@ class LedgerAudit:
         assert account.balance == sum((e.amount for e in entries), Decimal(0)) == previous
         assert account.balance >= -account.overdraft_limit
         assert account.total - account.used == account.balance
+        assert account.available == account.balance - account.reserved
+        if entries:
+            assert entries[-1].available_after == account.available
         created = [e.created_at for e in entries]
         assert created == sorted(created)
         assert len(set(created)) == len(created)
@@ -59,7 +67,7 @@ class LedgerAudit:
     def usage(self, account_id: str) -> DailyUsage:
         """The account's usage summed over yesterday and today (a run may cross midnight)."""
         today = utc_now().date()
-        rows = self.store.query_usage(account_id, today - timedelta(days=1), today)
+        rows = self.store.usage.daily(account_id, today - timedelta(days=1), today)
         total = DailyUsage(day=today)
         for row in rows:
             total = total.model_copy(
@@ -73,5 +81,11 @@ class LedgerAudit:
 
 
 @pytest.fixture
-def audit(local_store: CreditsStore) -> LedgerAudit:
-    return LedgerAudit(local_store)
+def local_materialize(local_store: CreditsStore) -> Callable[[], int]:
+    """Run the materializer over DynamoDB Local's stream of the test's table."""
+    return materializer_poller(local_store.client, local_store.table_name).drain
+
+
+@pytest.fixture
+def audit(local_store: CreditsStore, local_materialize: Callable[[], int]) -> LedgerAudit:
+    return LedgerAudit(local_store, local_materialize)

@@ -128,18 +128,18 @@ def attempt_call(
 def test_stats_totals_equal_the_ledgers_sums(local_store: CreditsStore) -> None:
     rng = random.Random(20250301)
     clock = Clock(datetime(2025, 3, 1, 6, 0, tzinfo=UTC))
-    ledger = Ledger(local_store, wiring.prices(), get_settings(), clock=clock)
+    ledger = wiring.build_ledger(local_store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(
             account_id="acct_sums", credit_price=Decimal("0.02"), opening_balance=Decimal(300)
         )
     )
-    local_store.put_api_key_mapping(
+    local_store.catalog.put_api_key_mapping(
         ApiKeyMapping(api_key_id="k-sums", account_id="acct_sums", plan="pro", created_at=clock.now)
     )
     expected = simulate(ledger, clock, rng)
 
-    entries, more = local_store.query_ledger("acct_sums", limit=1000, newest_first=False)
+    entries, more = local_store.entries.page("acct_sums", limit=1000, newest_first=False)
     assert more is None
     day_of = {entry.transaction_id: entry.day for entry in entries}
     used_by_day: dict[date, Decimal] = defaultdict(Decimal)
@@ -286,7 +286,7 @@ def seed_ledger(store: CreditsStore, account_id: str, entries: int, now: datetim
                 by_endpoint_credits={"/v1/sms": Decimal(calls)},
             ),
         )
-    store.put_api_key_mapping(
+    store.catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id=f"key-{account_id}", account_id=account_id, plan="pro", created_at=start
         )

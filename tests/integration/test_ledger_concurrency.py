@@ -73,7 +73,7 @@ def test_concurrent_debits_never_overspend_and_keep_the_ledger_exact(
     ledgers = [
         shared
         if worker % 2 == 0
-        else Ledger(local_store, PriceCatalog(local_store, 60), get_settings())
+        else wiring.build_ledger(local_store, PriceCatalog(local_store.catalog, 60), get_settings())
         for worker in range(THREADS)
     ]
     start = threading.Barrier(THREADS)
@@ -111,6 +111,7 @@ def test_concurrent_debits_never_overspend_and_keep_the_ledger_exact(
         assert entry.amount == -amount == -result.amount
         assert entry.balance_after == result.balance_after
         assert result.replayed is False
+    assert busy == 0, "single-item updates do not contend: no debit gives up"
     for error in declined:
         assert error.available >= 0
         assert error.details is not None

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools import dynamodb_local
+from serverless_credits import wiring
 from serverless_credits.config import Settings, get_settings
 from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand, RefundCommand
 from serverless_credits.domain.errors import ServiceBusy
@@ -115,7 +116,9 @@ def sleeps() -> list[float]:
 def make_ledger(
     store: CreditsStore, sleeps: list[float], settings: Settings | None = None
 ) -> Ledger:
-    return Ledger(store, PriceCatalog(store, 60), settings or get_settings(), sleep=sleeps.append)
+    return wiring.build_ledger(
+        store, PriceCatalog(store.catalog, 60), settings or get_settings(), sleep=sleeps.append
+    )
 
 
 @pytest.fixture
@@ -232,4 +235,4 @@ def test_persistent_throttling_fails_cleanly_and_charges_nothing(
     snapshot = audit.check(ACCOUNT)
     assert snapshot.account.balance == 100
     assert snapshot.of_type(EntryType.DEBIT) == []
-    assert unretried_store.get_idempotency_record(ACCOUNT, "charge-1") is None
+    assert unretried_store.idempotency.get(ACCOUNT, "charge-1") is None

@@ -37,7 +37,7 @@ def ledger(local_store: CreditsStore) -> Ledger:
 
 def function_instance(store: CreditsStore) -> Ledger:
     """A ledger with its own cache, as another warm Lambda execution environment has."""
-    return Ledger(store, PriceCatalog(store, 60), get_settings())
+    return wiring.build_ledger(store, PriceCatalog(store.catalog, 60), get_settings())
 
 
 def all_at_once(tasks: list[Callable[[], T]]) -> list[T | Exception]:

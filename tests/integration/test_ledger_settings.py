@@ -35,7 +35,7 @@ def warm_ledger(local_store: CreditsStore) -> Ledger:
 def test_a_withdrawn_overdraft_is_enforced_on_a_warm_ledger(
     warm_ledger: Ledger, local_store: CreditsStore, audit: LedgerAudit
 ) -> None:
-    local_store.update_account_settings(ACCOUNT, {"overdraftLimit": Decimal(0)})
+    local_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(0)})
 
     with pytest.raises(InsufficientCredits) as refused:
         warm_ledger.debit(
@@ -49,7 +49,7 @@ def test_a_withdrawn_overdraft_is_enforced_on_a_warm_ledger(
 def test_a_raised_overdraft_is_usable_on_a_warm_ledger(
     warm_ledger: Ledger, local_store: CreditsStore, audit: LedgerAudit
 ) -> None:
-    local_store.update_account_settings(ACCOUNT, {"overdraftLimit": Decimal(100)})
+    local_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(100)})
 
     result = warm_ledger.debit(
         DebitCommand(account_id=ACCOUNT, idempotency_key="deeper", amount=Decimal(100))
@@ -62,7 +62,7 @@ def test_a_raised_overdraft_is_usable_on_a_warm_ledger(
 def test_a_suspension_is_enforced_on_a_warm_ledger(
     warm_ledger: Ledger, local_store: CreditsStore, audit: LedgerAudit
 ) -> None:
-    local_store.update_account_settings(ACCOUNT, {"status": "suspended"})
+    local_store.accounts.update_settings(ACCOUNT, {"status": "suspended"})
 
     with pytest.raises(AccountSuspended):
         warm_ledger.debit(

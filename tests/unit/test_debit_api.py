@@ -86,7 +86,7 @@ def test_insufficient_credits_carries_available(ledger: Ledger) -> None:
 
 
 def test_a_suspended_account(ledger: Ledger, moto_store: CreditsStore) -> None:
-    moto_store.update_account_settings(ACCOUNT, {"status": "suspended"})
+    moto_store.accounts.update_settings(ACCOUNT, {"status": "suspended"})
 
     error = error_of(debit_api.handle(request(), ledger))
 
@@ -212,7 +212,9 @@ def test_operation_refund_refunds_a_debit(ledger: Ledger) -> None:
 
 def test_exhausted_retries_surface_as_a_function_error(moto_store: CreditsStore) -> None:
     settings = Settings.model_validate({**get_settings().model_dump(), "max_write_attempts": 2})
-    ledger = Ledger(moto_store, PriceCatalog(moto_store, 60), settings, sleep=lambda _: None)
+    ledger = wiring.build_ledger(
+        moto_store, PriceCatalog(moto_store.catalog, 60), settings, sleep=lambda _: None
+    )
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(50)))
 
     def throttle(**_: Any) -> None:

@@ -70,7 +70,7 @@ def demo_balance() -> Decimal:
 
 
 def debit_entries(store: CreditsStore) -> int:
-    entries, _ = store.query_ledger(DEMO_ACCOUNT, limit=100, entry_type=EntryType.DEBIT)
+    entries, _ = store.entries.page(DEMO_ACCOUNT, limit=100, entry_type=EntryType.DEBIT)
     return len(entries)
 
 
@@ -186,7 +186,7 @@ def test_each_typed_refusal_passes_through_the_handler(
 
     conflict = invoke({**request, "amount": 2})
     missing = invoke({**request, "accountId": "acct_nobody"})
-    moto_store.update_account_settings(DEMO_ACCOUNT, {"status": "suspended"})
+    moto_store.accounts.update_settings(DEMO_ACCOUNT, {"status": "suspended"})
     suspended = invoke({**request, "idempotencyKey": "k-2"})
 
     assert conflict["error"]["code"] == "IDEMPOTENCY_CONFLICT"

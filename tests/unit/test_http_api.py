@@ -322,7 +322,7 @@ def test_a_failing_key_lookup_is_a_500_without_detail(
 
 
 def test_a_missing_account_behind_a_key_is_404(moto_store: CreditsStore) -> None:
-    moto_store.put_api_key_mapping(
+    moto_store.catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id="orphan", account_id="acct_gone", plan="free", created_at=utc_now()
         )
@@ -334,10 +334,10 @@ def test_a_missing_account_behind_a_key_is_404(moto_store: CreditsStore) -> None
 
 
 def test_reading_consumes_no_credits(moto_store: CreditsStore, owner: ApiAccount) -> None:
-    before = moto_store.get_account("acct_owner", consistent=True)
+    before = moto_store.accounts.get("acct_owner", consistent=True)
     for path, handler in ROUTES.items():
         assert invoke(handler, api_event(path, api_key_id=owner.api_key_id)).status == 200
-    after = moto_store.get_account("acct_owner", consistent=True)
+    after = moto_store.accounts.get("acct_owner", consistent=True)
     assert before == after
 
 
@@ -433,7 +433,7 @@ def test_the_event_file_works_with_its_handler(moto_store: CreditsStore, name: s
             endpoint="/v1/calls",
         )
     )
-    moto_store.put_api_key_mapping(
+    moto_store.catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id=identity["apiKeyId"],
             account_id="acct_demo",

@@ -98,7 +98,7 @@ def test_balance_returns_every_field_of_the_spec(
 def test_balance_reflects_flags_auto_reload_and_low_balance(
     moto_store: CreditsStore, account: ApiAccount
 ) -> None:
-    moto_store.update_account_settings(
+    moto_store.accounts.update_settings(
         "acct_bal",
         {
             "flagged": True,

@@ -35,13 +35,13 @@ def get(account: ApiAccount, **query: str) -> ApiResponse:
 def seed(store: CreditsStore, account_id: str, activity: list[tuple[datetime, Any]]) -> ApiAccount:
     """An account at $0.10 a credit, with `activity` (moment, operation) applied in order."""
     clock = Clock(activity[0][0] - timedelta(hours=1))
-    ledger = Ledger(store, wiring.prices(), get_settings(), clock=clock)
+    ledger = wiring.build_ledger(store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(
             account_id=account_id, credit_price=Decimal("0.1"), opening_balance=Decimal(100)
         )
     )
-    store.put_api_key_mapping(
+    store.catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id=f"key-{account_id}", account_id=account_id, plan="pro", created_at=clock.now
         )

@@ -11,7 +11,6 @@ from serverless_credits import wiring
 from serverless_credits.config import get_settings
 from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
 from serverless_credits.domain.models import ApiKeyMapping, SubscriptionStatus
-from serverless_credits.ledger.operations import Ledger
 from serverless_credits.storage.store import CreditsStore
 
 PATH = "/v1/account/summary"
@@ -23,7 +22,9 @@ def test_summary_has_balance_subscription_month_usage_and_lifetime(
     now = datetime.now(UTC)
     start_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     clock = [start_of_month - timedelta(days=3)]  # last month: lifetime, not this month
-    ledger = Ledger(moto_store, wiring.prices(), get_settings(), clock=lambda: clock[0])
+    ledger = wiring.build_ledger(
+        moto_store, wiring.prices(), get_settings(), clock=lambda: clock[0]
+    )
     ledger.create_account(
         CreateAccountCommand(
             account_id="acct_sum",
@@ -36,7 +37,7 @@ def test_summary_has_balance_subscription_month_usage_and_lifetime(
             subscription_id="sub_42",
         )
     )
-    moto_store.put_api_key_mapping(
+    moto_store.catalog.put_api_key_mapping(
         ApiKeyMapping(api_key_id="k-sum", account_id="acct_sum", plan="pro", created_at=clock[0])
     )
     created_at = clock[0]

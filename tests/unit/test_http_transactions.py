@@ -21,7 +21,6 @@ from serverless_credits.domain.commands import (
     RefundCommand,
 )
 from serverless_credits.domain.models import ApiKeyMapping
-from serverless_credits.ledger.operations import Ledger
 from serverless_credits.storage.store import CreditsStore
 from tests.support import Clock, assert_invalid
 
@@ -64,11 +63,11 @@ def small(moto_store: CreditsStore) -> ApiAccount:
 def dated(moto_store: CreditsStore) -> ApiAccount:
     """One entry per day from 2025-02-01 to 2025-02-05, of mixed types."""
     clock = Clock(START)
-    ledger = Ledger(moto_store, wiring.prices(), get_settings(), clock=clock)
+    ledger = wiring.build_ledger(moto_store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(account_id="acct_dated", opening_balance=Decimal(100))
     )
-    moto_store.put_api_key_mapping(
+    moto_store.catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id="dated-key", account_id="acct_dated", plan="free", created_at=START
         )

@@ -55,13 +55,13 @@ ACCOUNT = "acct_unit"
 # ---------------------------------------------------------------- helpers
 def entries(store: CreditsStore, account_id: str = ACCOUNT) -> list[LedgerEntry]:
     """The account's whole ledger, oldest first."""
-    found, more = store.query_ledger(account_id, limit=1000, newest_first=False)
+    found, more = store.entries.page(account_id, limit=1000, newest_first=False)
     assert more is None
     return found
 
 
 def stored_account(store: CreditsStore, account_id: str = ACCOUNT) -> Account:
-    account = store.get_account(account_id, consistent=True)
+    account = store.accounts.get(account_id, consistent=True)
     assert account is not None
     return account
 
@@ -84,7 +84,7 @@ def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> 
 def usage_today(store: CreditsStore, account_id: str = ACCOUNT) -> DailyUsage:
     """The account's usage rows of yesterday and today, added up (a test may cross midnight)."""
     today = utc_now().date()
-    rows = store.query_usage(account_id, today - timedelta(days=1), today)
+    rows = store.usage.daily(account_id, today - timedelta(days=1), today)
     assert rows
 
     def added(field: str) -> dict[str, Any]:
@@ -335,7 +335,7 @@ def test_debit_of_an_unknown_action_is_a_validation_error_and_writes_nothing(
     assert isinstance(refused.value, ValidationFailed)
     assert refused.value.details == {"field": "action"}
     assert stored_account(moto_store).version == 1
-    assert moto_store.query_usage(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1)) == []
+    assert moto_store.usage.daily(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1)) == []
 
 
 @pytest.mark.parametrize(
@@ -376,7 +376,7 @@ def test_insufficient_credits_reports_available_and_changes_no_balance(
 def test_a_fresh_ledger_refuses_insufficient_credits_from_the_stored_state(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
-    fresh = Ledger(moto_store, PriceCatalog(moto_store, 60), get_settings())
+    fresh = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
 
     with pytest.raises(InsufficientCredits) as refused:
         debit(fresh, "100.5")
@@ -410,7 +410,7 @@ def test_lowering_the_overdraft_applies_to_a_ledger_that_cached_the_account(
         )
     )
     debit(ledger, 1, key="warm-the-cache")
-    moto_store.update_account_settings(ACCOUNT, {"overdraftLimit": Decimal(0)})
+    moto_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(0)})
 
     with pytest.raises(InsufficientCredits) as refused:
         debit(ledger, 10, key="into-a-withdrawn-overdraft")
@@ -424,7 +424,7 @@ def test_raising_the_overdraft_applies_to_a_ledger_that_cached_the_account(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     debit(ledger, 1, key="warm-the-cache")  # cached with no overdraft
-    moto_store.update_account_settings(ACCOUNT, {"overdraftLimit": Decimal(20)})
+    moto_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(20)})
 
     assert debit(ledger, 110, key="into-the-new-overdraft").balance_after == -11
     assert_ledger_invariants(moto_store)
@@ -435,7 +435,7 @@ def test_a_suspended_or_closed_account_cannot_be_debited(
     ledger: Ledger, moto_store: CreditsStore, account: str, status: str
 ) -> None:
     debit(ledger, 1, key="while-active")  # the ledger now holds the account as active
-    moto_store.update_account_settings(account, {"status": status})
+    moto_store.accounts.update_settings(account, {"status": status})
 
     with pytest.raises(AccountSuspended) as refused:
         debit(ledger, 1, key="while-suspended")
@@ -444,7 +444,7 @@ def test_a_suspended_or_closed_account_cannot_be_debited(
     assert stored_account(moto_store).balance == 99
     assert usage_today(moto_store).failed == 1
 
-    moto_store.update_account_settings(account, {"status": "active"})
+    moto_store.accounts.update_settings(account, {"status": "active"})
     assert debit(ledger, 1, key="reactivated").balance_after == 98
     assert_ledger_invariants(moto_store)
 
@@ -452,8 +452,8 @@ def test_a_suspended_or_closed_account_cannot_be_debited(
 def test_a_fresh_ledger_refuses_a_suspended_account(
     moto_store: CreditsStore, ledger: Ledger, account: str
 ) -> None:
-    moto_store.update_account_settings(account, {"status": "suspended"})
-    fresh = Ledger(moto_store, PriceCatalog(moto_store, 60), get_settings())
+    moto_store.accounts.update_settings(account, {"status": "suspended"})
+    fresh = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
 
     with pytest.raises(AccountSuspended):
         debit(fresh, 1)
@@ -521,7 +521,7 @@ def test_top_up_adds_credits_with_its_reference(
     assert (stored.total, stored.used) == (Decimal("350.25"), Decimal(0))
     assert stored.lifetime_requests == 0
     # Funding is not usage.
-    assert moto_store.query_usage(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1)) == []
+    assert moto_store.usage.daily(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1)) == []
     assert_ledger_invariants(moto_store)
 
 
@@ -538,7 +538,7 @@ def test_grant_adds_promotional_credits(
 def test_credits_can_fund_a_suspended_account(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
-    moto_store.update_account_settings(account, {"status": "suspended"})
+    moto_store.accounts.update_settings(account, {"status": "suspended"})
     assert ledger.top_up(credit(5, "po-2")).balance_after == 105
 
 
@@ -583,7 +583,7 @@ def test_negative_adjustment_is_checked_against_the_funds(
 def test_a_suspended_account_can_be_adjusted(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
-    moto_store.update_account_settings(account, {"status": "suspended"})
+    moto_store.accounts.update_settings(account, {"status": "suspended"})
     assert ledger.adjust(adjustment("-10")).balance_after == 90
 
 
@@ -719,7 +719,7 @@ def test_a_replay_is_recognised_by_another_ledger_with_no_cached_state(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     first = debit(ledger, 10, key="same")
-    other = Ledger(moto_store, PriceCatalog(moto_store, 60), get_settings())
+    other = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
 
     again = debit(other, 10, key="same")
 
@@ -740,7 +740,7 @@ def test_a_replay_after_suspension_returns_the_original_result(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     first = debit(ledger, 5, key="before-suspension")
-    moto_store.update_account_settings(account, {"status": "suspended"})
+    moto_store.accounts.update_settings(account, {"status": "suspended"})
 
     again = debit(ledger, 5, key="before-suspension")
 
@@ -868,9 +868,9 @@ def test_an_idempotency_key_can_be_reused_after_its_retention(
 ) -> None:
     first = debit(ledger, 10, key="old-key")
     retention = timedelta(hours=get_settings().idempotency_retention_hours, minutes=1)
-    later = Ledger(
+    later = wiring.build_ledger(
         moto_store,
-        PriceCatalog(moto_store, 60),
+        PriceCatalog(moto_store.catalog, 60),
         get_settings(),
         clock=lambda: utc_now() + retention,
     )
@@ -888,7 +888,7 @@ def test_a_stale_cached_state_is_corrected_from_the_failed_condition_without_a_r
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     debit(ledger, 1, key="warm")  # `ledger` now remembers version 2
-    other = Ledger(moto_store, PriceCatalog(moto_store, 60), get_settings())
+    other = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
     debit(other, 1, key="elsewhere")  # version 3, unknown to `ledger`
     reads: list[str] = []
     moto_store.client.meta.events.register(
@@ -907,7 +907,9 @@ def test_ledger_timestamps_strictly_increase_even_when_the_clock_stands_still(
     moto_store: CreditsStore,
 ) -> None:
     frozen = datetime(2024, 5, 1, 12, 0, 0, tzinfo=utc_now().tzinfo)
-    ledger = Ledger(moto_store, PriceCatalog(moto_store, 60), get_settings(), clock=lambda: frozen)
+    ledger = wiring.build_ledger(
+        moto_store, PriceCatalog(moto_store.catalog, 60), get_settings(), clock=lambda: frozen
+    )
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(10)))
 
     ids = [debit(ledger, 1, key=f"k{n}").transaction_id for n in range(3)]

@@ -37,8 +37,8 @@ def test_provisioning_creates_the_account_a_key_and_the_mapping(moto_store: Cred
 
     assert provisioned.tier is Tier.PRO
     assert provisioned.account.plan == "pro"
-    assert moto_store.get_account("acct_new", consistent=True) is not None
-    mapping = moto_store.get_api_key_mapping(provisioned.api_key_id)
+    assert moto_store.accounts.get("acct_new", consistent=True) is not None
+    mapping = moto_store.catalog.get_api_key_mapping(provisioned.api_key_id)
     assert mapping is not None
     assert (mapping.account_id, mapping.plan) == ("acct_new", "pro")
     assert issuer.tier_of(provisioned.api_key_id) is Tier.PRO
@@ -162,7 +162,7 @@ def test_the_api_gateway_issuer_attaches_the_key_to_the_tiers_plan(
     free_keys = [k["id"] for k in client.get_usage_plan_keys(usagePlanId=plans[Tier.FREE])["items"]]
     assert pro_keys == [provisioned.api_key_id]
     assert free_keys == []
-    mapping = moto_store.get_api_key_mapping(provisioned.api_key_id)
+    mapping = moto_store.catalog.get_api_key_mapping(provisioned.api_key_id)
     assert mapping is not None
     assert mapping.account_id == "acct_aws"
 

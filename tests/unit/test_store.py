@@ -106,14 +106,14 @@ def test_a_write_planned_from_an_old_version_carries_the_current_account(
     with pytest.raises(VersionChanged) as refused:
         moto_store.commit(with_new_key(committed))
 
-    assert refused.value.current == moto_store.get_account(ACCOUNT, consistent=True)
+    assert refused.value.current == moto_store.accounts.get(ACCOUNT, consistent=True)
     assert refused.value.current.version == committed.after.version
 
 
 def test_a_condition_failing_at_the_planned_version_is_refused_with_the_current_account(
     moto_store: CreditsStore, committed: LedgerWrite
 ) -> None:
-    current = moto_store.get_account(ACCOUNT, consistent=True)
+    current = moto_store.accounts.get(ACCOUNT, consistent=True)
     assert current is not None
     write = dataclasses.replace(
         with_new_key(committed),
@@ -204,12 +204,12 @@ def test_other_failures_are_storage_errors(
 
 
 def test_a_failed_commit_changes_nothing(moto_store: CreditsStore, committed: LedgerWrite) -> None:
-    before = moto_store.get_account(ACCOUNT, consistent=True)
+    before = moto_store.accounts.get(ACCOUNT, consistent=True)
     with pytest.raises(VersionChanged):
         moto_store.commit(with_new_key(committed))
 
-    assert moto_store.get_account(ACCOUNT, consistent=True) == before
-    entries, _ = moto_store.query_ledger(ACCOUNT, limit=10)
+    assert moto_store.accounts.get(ACCOUNT, consistent=True) == before
+    entries, _ = moto_store.entries.page(ACCOUNT, limit=10)
     assert len(entries) == 2
 
 
@@ -217,7 +217,7 @@ def test_a_failed_commit_changes_nothing(moto_store: CreditsStore, committed: Le
 def test_update_account_settings_changes_only_the_named_attributes(
     moto_store: CreditsStore, ledger: Ledger
 ) -> None:
-    updated = moto_store.update_account_settings(
+    updated = moto_store.accounts.update_settings(
         ACCOUNT, {"status": "suspended", "lowBalanceThreshold": Decimal("2.5"), "flagged": True}
     )
 
@@ -227,21 +227,21 @@ def test_update_account_settings_changes_only_the_named_attributes(
         True,
     )
     assert (updated.balance, updated.version) == (Decimal(100), 1)
-    assert moto_store.get_account(ACCOUNT, consistent=True) == updated
+    assert moto_store.accounts.get(ACCOUNT, consistent=True) == updated
 
 
 def test_update_account_settings_without_changes_returns_the_account(
     moto_store: CreditsStore, ledger: Ledger
 ) -> None:
-    assert moto_store.update_account_settings(ACCOUNT, {}).balance == 100
+    assert moto_store.accounts.update_settings(ACCOUNT, {}).balance == 100
     with pytest.raises(StorageError):
-        moto_store.update_account_settings("acct_missing", {})
+        moto_store.accounts.update_settings("acct_missing", {})
 
 
 def test_update_account_settings_of_a_missing_account(moto_store: CreditsStore) -> None:
     with pytest.raises(AccountMissing):
-        moto_store.update_account_settings("acct_missing", {"status": "suspended"})
-    assert moto_store.get_account("acct_missing") is None
+        moto_store.accounts.update_settings("acct_missing", {"status": "suspended"})
+    assert moto_store.accounts.get("acct_missing") is None
 
 
 # ---------------------------------------------------------------- reads
@@ -256,25 +256,25 @@ def test_query_ledger_pages_in_both_directions_with_a_type_filter_and_ranges(
             ledger.top_up(
                 CreditCommand(account_id=ACCOUNT, idempotency_key=f"t{number}", amount=Decimal(3))
             )
-    everything, end = moto_store.query_ledger(ACCOUNT, limit=100, newest_first=False)
+    everything, end = moto_store.entries.page(ACCOUNT, limit=100, newest_first=False)
     assert end is None
     assert [e.sequence for e in everything] == list(range(1, 9))
 
-    first, after = moto_store.query_ledger(ACCOUNT, limit=3)
-    second, _ = moto_store.query_ledger(ACCOUNT, limit=3, start_after=after)
+    first, after = moto_store.entries.page(ACCOUNT, limit=3)
+    second, _ = moto_store.entries.page(ACCOUNT, limit=3, start_after=after)
     assert [e.sequence for e in first + second] == [8, 7, 6, 5, 4, 3]
     assert after == keys.ledger_sk(first[-1].created_at)
 
-    debits, more = moto_store.query_ledger(ACCOUNT, limit=4, entry_type=EntryType.DEBIT)
+    debits, more = moto_store.entries.page(ACCOUNT, limit=4, entry_type=EntryType.DEBIT)
     assert [e.type for e in debits] == [EntryType.DEBIT] * 4
     assert more is not None
-    rest, done = moto_store.query_ledger(
+    rest, done = moto_store.entries.page(
         ACCOUNT, limit=4, entry_type=EntryType.DEBIT, start_after=more
     )
     assert (len(rest), done) == (1, None)
 
     middle = everything[2:5]
-    ranged, _ = moto_store.query_ledger(
+    ranged, _ = moto_store.entries.page(
         ACCOUNT,
         limit=100,
         newest_first=False,
@@ -282,10 +282,10 @@ def test_query_ledger_pages_in_both_directions_with_a_type_filter_and_ranges(
         last_sk=keys.ledger_sk(middle[-1].created_at),
     )
     assert ranged == middle
-    since, _ = moto_store.query_ledger(
+    since, _ = moto_store.entries.page(
         ACCOUNT, limit=100, first_sk=keys.ledger_sk(everything[-2].created_at)
     )
-    until, _ = moto_store.query_ledger(
+    until, _ = moto_store.entries.page(
         ACCOUNT, limit=100, last_sk=keys.ledger_sk(everything[1].created_at)
     )
     assert [e.sequence for e in since] == [8, 7]
@@ -308,8 +308,8 @@ def test_get_entry_finds_an_entry_by_its_transaction_id(
 def test_idempotency_record_and_refunded_so_far_reads(
     moto_store: CreditsStore, committed: LedgerWrite
 ) -> None:
-    assert moto_store.get_idempotency_record(ACCOUNT, "d-1") == committed.idempotency
-    assert moto_store.get_idempotency_record(ACCOUNT, "unused") is None
+    assert moto_store.idempotency.get(ACCOUNT, "d-1") == committed.idempotency
+    assert moto_store.idempotency.get(ACCOUNT, "unused") is None
     assert moto_store.refunded_so_far(ACCOUNT, committed.entry.transaction_id) == 0
 
 
@@ -326,7 +326,7 @@ def test_usage_rows_are_read_by_day_range(moto_store: CreditsStore) -> None:
             ),
         )
 
-    rows = moto_store.query_usage(ACCOUNT, date(2024, 1, 31), date(2024, 2, 29))
+    rows = moto_store.usage.daily(ACCOUNT, date(2024, 1, 31), date(2024, 2, 29))
 
     assert [(r.day, r.calls, r.failed) for r in rows] == [
         (date(2024, 1, 31), 2, 2),
@@ -337,17 +337,17 @@ def test_usage_rows_are_read_by_day_range(moto_store: CreditsStore) -> None:
 
 
 def test_price_list_and_api_key_mapping_round_trip(moto_store: CreditsStore) -> None:
-    assert moto_store.get_price_list() is None
+    assert moto_store.catalog.get_price_list() is None
     prices = PriceList(version=2, prices={"sms": Decimal("0.5")})
-    moto_store.put_price_list(prices)
-    assert moto_store.get_price_list() == prices
+    moto_store.catalog.put_price_list(prices)
+    assert moto_store.catalog.get_price_list() == prices
 
     mapping = ApiKeyMapping(
         api_key_id="key123", account_id=ACCOUNT, plan="pro", created_at=datetime.now(UTC)
     )
-    moto_store.put_api_key_mapping(mapping)
-    assert moto_store.get_api_key_mapping("key123") == mapping
-    assert moto_store.get_api_key_mapping("other") is None
+    moto_store.catalog.put_api_key_mapping(mapping)
+    assert moto_store.catalog.get_api_key_mapping("key123") == mapping
+    assert moto_store.catalog.get_api_key_mapping("other") is None
 
 
 def test_items_round_trip_exact_decimals_and_times_and_drop_nones() -> None:

@@ -22,8 +22,15 @@ class Settings(BaseModel):
     debit_function_name: str | None = Field(default=None, alias="DEBIT_FUNCTION_NAME")
     # How long a function trusts what it cached: API-key mappings and the price list.
     cache_seconds: float = Field(default=60.0, alias="CACHE_SECONDS", ge=0, le=3600)
-    # Bounds for optimistic-concurrency retries of one write.
-    max_write_attempts: int = Field(default=100, alias="MAX_WRITE_ATTEMPTS", ge=1, le=200)
+    # How long an idempotency lease keeps other requests with its key away. Far longer than
+    # any request can take (the functions time out after 10 s), so that no late update can
+    # land after recovery has decided the leased operation never reached the account.
+    lease_seconds: int = Field(default=60, alias="LEASE_SECONDS", ge=30, le=3600)
+    # How long a request waits for another request with the same key before answering
+    # OPERATION_IN_PROGRESS (or for the materializer, after a write's outcome was unknown).
+    in_progress_wait_seconds: float = Field(
+        default=1.0, alias="IN_PROGRESS_WAIT_SECONDS", ge=0, le=5
+    )
     # API Gateway usage plans an operator attaches new API keys to, per tier (provisioning).
     free_usage_plan_id: str | None = Field(default=None, alias="FREE_USAGE_PLAN_ID")
     pro_usage_plan_id: str | None = Field(default=None, alias="PRO_USAGE_PLAN_ID")

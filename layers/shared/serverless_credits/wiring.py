@@ -1,13 +1,19 @@
-"""Process-wide wiring: one store, price catalog and ledger per Lambda execution
-environment, created on first use (nothing happens at import time)."""
+"""Process-wide wiring: the one place that builds storage and use cases, once per Lambda
+execution environment, on first use (nothing happens at import time)."""
 
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
+from datetime import datetime
 
-from serverless_credits.config import get_settings
+from serverless_credits.config import Settings, get_settings
+from serverless_credits.domain.models import utc_now
+from serverless_credits.ledger.materializer import Materializer
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.ledger.reconciler import Reconciler
 from serverless_credits.storage.store import CreditsStore
 
 
@@ -18,15 +24,55 @@ def store() -> CreditsStore:
 
 @functools.cache
 def prices() -> PriceCatalog:
-    return PriceCatalog(store(), get_settings().cache_seconds)
+    return PriceCatalog(store().catalog, get_settings().cache_seconds)
+
+
+def build_ledger(
+    credits: CreditsStore,
+    catalog: PriceCatalog | None = None,
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Ledger:
+    """A ledger over `credits` (tests and benchmarks pass their own clock or settings)."""
+    return Ledger(
+        accounts=credits.accounts,
+        records=credits.idempotency,
+        entries=credits.entries,
+        usage=credits.usage,
+        refunds=credits.refunds,
+        prices=catalog or PriceCatalog(credits.catalog, (settings or get_settings()).cache_seconds),
+        settings=settings or get_settings(),
+        clock=clock,
+        sleep=sleep,
+    )
 
 
 @functools.cache
 def ledger() -> Ledger:
-    return Ledger(store(), prices(), get_settings())
+    return build_ledger(store(), prices())
+
+
+@functools.cache
+def materializer() -> Materializer:
+    credits = store()
+    return Materializer(credits.idempotency, credits.entries, credits.usage, get_settings())
+
+
+@functools.cache
+def reconciler() -> Reconciler:
+    credits = store()
+    return Reconciler(
+        accounts=credits.accounts,
+        records=credits.idempotency,
+        entries=credits.entries,
+        usage=credits.usage,
+        settings=get_settings(),
+    )
 
 
 def reset() -> None:
     """Forget settings, clients and caches (tests change the environment between cases)."""
-    for cached in (get_settings, store, prices, ledger):
+    for cached in (get_settings, store, prices, ledger, materializer, reconciler):
         cached.cache_clear()

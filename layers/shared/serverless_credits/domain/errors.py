@@ -76,6 +76,19 @@ class IdempotencyConflict(CreditsError):
         )
 
 
+class OperationInProgress(CreditsError):
+    """Another request with this idempotency key is still being applied: retry shortly with
+    the same key to get its result."""
+
+    code = "OPERATION_IN_PROGRESS"
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(
+            "A request with this idempotency key is in progress: retry with the same key",
+            {"idempotencyKey": idempotency_key},
+        )
+
+
 class UnknownAction(ValidationFailed):
     def __init__(self, action: str) -> None:
         super().__init__(f"Unknown billable action {action!r}", {"field": "action"})
@@ -123,6 +136,7 @@ _BY_CODE: dict[str, type[CreditsError]] = {
         AccountSuspended,
         InsufficientCredits,
         IdempotencyConflict,
+        OperationInProgress,
         TransactionNotFound,
         RefundNotAllowed,
         ApiKeyNotRecognised,

@@ -63,6 +63,19 @@ class EntryType(StrEnum):
     EXPIRY = "expiry"
 
 
+class LastOp(CamelModel):
+    """What the account item says about the change that produced its current version.
+
+    Small on purpose (the item's size is a write unit on every change): the operation's
+    id and idempotency key find its full description in the idempotency record."""
+
+    id: str
+    key: str
+    type: EntryType
+    amount: Credits
+    at: AwareDatetime
+
+
 class Account(CamelModel):
     """An account and its balance: one item, the only one a debit writes on its partition."""
 
@@ -83,17 +96,16 @@ class Account(CamelModel):
     fraud_warning: str | None = None
     balance: Credits = Decimal(0)
     reserved: Credits = Decimal(0)
+    # Kept as its own attribute (balance - reserved), moved by every change: a condition
+    # cannot do arithmetic, so the funds check conditions on it directly.
+    available: Credits = Decimal(0)
     used: Credits = Decimal(0)
     total: Credits = Decimal(0)
     lifetime_requests: int = 0
-    version: int = 0
-    last_entry_at: AwareDatetime | None = None
+    version: int = 0  # = the sequence of the latest ledger entry
+    last_op: LastOp | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
-
-    @property
-    def available(self) -> Decimal:
-        return self.balance - self.reserved
 
     @property
     def spendable(self) -> Decimal:
@@ -116,6 +128,7 @@ class LedgerEntry(CamelModel):
     type: EntryType
     amount: Credits
     balance_after: Credits
+    available_after: Credits | None = None
     description: ShortText = ""
     reference: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -124,6 +137,7 @@ class LedgerEntry(CamelModel):
     endpoint: str | None = None
     refund_of: str | None = None
     idempotency_key: str | None = None
+    actor: str | None = None
     created_at: AwareDatetime
 
     @property
@@ -141,15 +155,44 @@ class OperationResult(CamelModel):
     replayed: bool = False
 
 
+class IdempotencyState(StrEnum):
+    PENDING = "pending"  # leased: the operation may or may not have reached the account
+    COMPLETED = "completed"  # applied: `result` is what every replay returns
+
+
+class Operation(CamelModel):
+    """A balance change as requested, independent of the state it lands on: kept in the
+    idempotency record from the lease on, so its ledger entry can always be written."""
+
+    type: EntryType
+    amount: Credits  # signed
+    description: str = ""
+    reference: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    action: str | None = None
+    quantity: Credits | None = None
+    endpoint: str | None = None
+    refund_of: str | None = None
+    actor: str | None = None
+    # Usage of a refund is credited back to the day of the call it refunds.
+    usage_day: date | None = None
+    failed_call: bool = False
+
+
 class IdempotencyRecord(CamelModel):
+    """The lease, then the result, of one operation under one idempotency key."""
+
     account_id: AccountId
     idempotency_key: IdempotencyKey
     fingerprint: str
-    # A fresh token per logical call: tells our own retried write from another caller's replay.
-    request_token: str
-    result: OperationResult
-    created_at: AwareDatetime
-    expires_at: int  # epoch seconds: the table's TTL attribute
+    op_id: str  # changes only when recovery takes over an expired lease
+    state: IdempotencyState
+    operation: Operation
+    lease_expires_at: AwareDatetime
+    created_at: AwareDatetime  # when the operation was leased (the entry's earliest time)
+    result: OperationResult | None = None
+    sequence: int | None = None  # the account version the operation produced
+    expires_at: int | None = None  # epoch seconds (TTL): set once the ledger entry exists
 
 
 class UsageIncrement(CamelModel):
@@ -208,8 +251,11 @@ __all__ = [
     "EntryType",
     "IdempotencyKey",
     "IdempotencyRecord",
+    "IdempotencyState",
+    "LastOp",
     "LedgerEntry",
     "Metadata",
+    "Operation",
     "OperationResult",
     "PositiveAmount",
     "PriceList",

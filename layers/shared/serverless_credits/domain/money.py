@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, PlainSerializer
 
@@ -48,6 +49,17 @@ def json_number(value: Decimal | int) -> int | float:
     if normalized == normalized.to_integral_value():
         return int(normalized)
     return float(normalized)
+
+
+def jsonable(value: Any) -> Any:
+    """A value with Decimals inside (as DynamoDB returns numbers) made JSON-ready."""
+    if isinstance(value, Decimal):
+        return json_number(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v) for v in value]
+    return value
 
 
 JsonDecimal = PlainSerializer(json_number, return_type=int | float, when_used="json")

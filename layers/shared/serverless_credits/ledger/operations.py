@@ -1,31 +1,16 @@
-"""Ledger operations: every balance change is one conditional transaction with one entry.
+"""Ledger use cases: debit, top-up, grant, adjustment, refund and account creation.
 
-The write path (DESIGN-NOTES.md):
-1. Start from the account state this function last saw (or one eventually consistent read).
-2. Plan the change from that state: exact `balanceAfter`, `sequence = version + 1`, and a
-   ledger timestamp strictly after the previous entry.
-3. Commit balance + entry + idempotency record (+ usage, + refund guard) in one
-   `TransactWriteItems`, conditioned on the account's version.
-4. If the version moved, the failed condition's `ALL_OLD` image is the fresh state: replan
-   from it, no extra read. If the idempotency key exists, its stored result is the answer.
-   Conflicts, throttling and timeouts are retried with bounded, jittered backoff; a write
-   that committed before a timeout is found again through its idempotency record.
-"""
+Each builds its `Operation` from a validated command and hands it to the one write path
+(`ledger.write_path`): every balance change is one conditional update of the account item,
+its ledger entry written from the account's stream."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
-import threading
+import logging
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from serverless_credits.config import Settings
 from serverless_credits.domain.commands import (
@@ -38,115 +23,68 @@ from serverless_credits.domain.commands import (
 from serverless_credits.domain.errors import (
     AccountNotFound,
     AccountSuspended,
-    IdempotencyConflict,
+    CreditsError,
     InsufficientCredits,
     RefundNotAllowed,
     ServiceBusy,
+    StorageError,
     TransactionNotFound,
 )
+from serverless_credits.domain.idempotency import Verdict, fingerprint, judge, parameters
 from serverless_credits.domain.models import (
     Account,
-    AccountStatus,
     EntryType,
     IdempotencyRecord,
     LedgerEntry,
+    Operation,
     OperationResult,
     UsageIncrement,
     utc_now,
 )
 from serverless_credits.domain.money import normalize
-from serverless_credits.ledger.prices import PriceCatalog
-from serverless_credits.storage import keys
-from serverless_credits.storage.store import (
-    AccountMissing,
-    ConditionRefused,
-    Contention,
-    CreditsStore,
-    IdempotencyKeyUsed,
-    LedgerWrite,
-    OutcomeUnknown,
-    RefundGuard,
-    RefundLimitReached,
-    VersionChanged,
+from serverless_credits.domain.operations import DEFAULT_TYPE, sequence_of
+from serverless_credits.domain.outcomes import RefundLimitReached
+from serverless_credits.ledger.ports import (
+    Accounts,
+    IdempotencyRecords,
+    LedgerEntries,
+    RefundGuards,
+    Usage,
 )
+from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.ledger.write_path import WritePath, WriteRequest
 
-ONE_MICROSECOND = timedelta(microseconds=1)
-RACE_BACKOFF_BASE = 0.002  # seconds, doubled after each lost version race...
-RACE_BACKOFF_CAP = 0.02  # ...up to this, with full jitter
-ACCOUNT_CACHE_SIZE = 1024
-DEFAULT_TYPE = "debit"  # byType key for debits that name no action
+logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Change:
-    """A balance change, independent of the state it will be applied to."""
-
-    type: EntryType
-    amount: Decimal  # signed
-    idempotency_key: str
-    fingerprint: str
-    description: str = ""
-    reference: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    action: str | None = None
-    quantity: Decimal | None = None
-    endpoint: str | None = None
-    refund_of: str | None = None
-    require_active: bool = False
-    check_funds: bool = False
-    counts_as_request: bool = False
-    usage: Callable[[date], UsageIncrement] | None = None
-    refund: RefundGuard | None = None
-
-
-def fingerprint(operation: str, parameters: dict[str, Any]) -> str:
-    """A stable hash of what a request asks for, to tell a replay from a key reused."""
-    canonical = json.dumps(
-        {"operation": operation, **parameters}, sort_keys=True, default=str, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class Backoff:
-    """Full-jitter exponential backoff, capped."""
-
-    def __init__(
-        self,
-        sleep: Callable[[float], None],
-        rng: Callable[[], float],
-        base: float = 0.005,
-        cap: float = 0.25,
-    ) -> None:
-        self._sleep, self._rng, self._base, self._cap = sleep, rng, base, cap
-        self._failures = 0
-
-    def wait(self) -> None:
-        ceiling = min(self._cap, self._base * 2**self._failures)
-        self._failures += 1
-        self._sleep(ceiling * self._rng())
+OPENING_BALANCE_KEY = "opening-balance"
+# A refund may follow its debit within milliseconds (the decorator refunds a failed call at
+# once): wait this long for the debit's entry to be materialized before calling it unknown.
+ENTRY_WAIT_SECONDS = 3.0
 
 
 class Ledger:
     def __init__(
         self,
-        store: CreditsStore,
+        *,
+        accounts: Accounts,
+        records: IdempotencyRecords,
+        entries: LedgerEntries,
+        usage: Usage,
+        refunds: RefundGuards,
         prices: PriceCatalog,
         settings: Settings,
-        *,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] = random.random,
     ) -> None:
-        self._store = store
+        self._accounts = accounts
+        self._records = records
+        self._entries = entries
+        self._usage = usage
+        self._refunds = refunds
         self._prices = prices
-        self._settings = settings
         self._clock = clock
         self._sleep = sleep
-        self._rng = rng
-        # The last state this function saw per account: saves the read before a write.
-        self._known: OrderedDict[str, Account] = OrderedDict()
-        # One ledger serves every thread of a process: its cache updates are compound.
-        self._known_lock = threading.Lock()
+        self.write_path = WritePath(accounts, records, entries, settings, clock=clock, sleep=sleep)
 
     # ------------------------------------------------------------ operations
     def debit(self, command: DebitCommand) -> OperationResult:
@@ -156,38 +94,21 @@ class Ledger:
         else:
             assert command.amount is not None  # noqa: S101 - guaranteed by the model
             quantity, amount = None, command.amount
-        by_type = command.action or DEFAULT_TYPE
-        endpoint = command.endpoint
-
-        def usage(day: date) -> UsageIncrement:
-            return UsageIncrement(
-                day=day,
-                calls=1,
-                credits_used=amount,
-                by_type={by_type: amount},
-                by_endpoint={endpoint: 1} if endpoint else {},
-                by_endpoint_credits={endpoint: amount} if endpoint else {},
-            )
-
-        change = Change(
+        operation = Operation(
             type=EntryType.DEBIT,
             amount=-amount,
-            idempotency_key=command.idempotency_key,
-            fingerprint=fingerprint("debit", _parameters(command)),
             description=command.description,
             metadata=dict(command.metadata),
             action=command.action,
             quantity=quantity,
-            endpoint=endpoint,
-            require_active=True,
-            check_funds=True,
-            counts_as_request=True,
-            usage=usage,
+            endpoint=command.endpoint,
         )
         try:
-            return self._apply(command.account_id, change)
+            return self._submit(
+                command.account_id, command.idempotency_key, "debit", command, operation
+            )
         except (InsufficientCredits, AccountSuspended):
-            self._count_declined(command, by_type)
+            self._count_declined(command)
             raise
 
     def top_up(self, command: CreditCommand) -> OperationResult:
@@ -199,76 +120,70 @@ class Ledger:
         return self._credit(command, EntryType.GRANT)
 
     def adjust(self, command: AdjustmentCommand) -> OperationResult:
-        change = Change(
+        operation = Operation(
             type=EntryType.ADJUSTMENT,
             amount=command.amount,
-            idempotency_key=command.idempotency_key,
-            fingerprint=fingerprint("adjustment", _parameters(command)),
             description=command.reason,
             reference=command.reference,
             metadata=dict(command.metadata),
-            # A downward correction may not push the balance past the overdraft either.
-            check_funds=command.amount < 0,
         )
-        return self._apply(command.account_id, change)
+        return self._submit(
+            command.account_id, command.idempotency_key, "adjustment", command, operation
+        )
 
     def refund(self, command: RefundCommand) -> OperationResult:
-        original = self._store.get_entry(command.account_id, command.transaction_id)
-        if original is None:
-            raise TransactionNotFound(command.transaction_id)
-        if original.type is not EntryType.DEBIT:
-            raise RefundNotAllowed(
-                "Only debits can be refunded", {"transactionId": command.transaction_id}
-            )
+        account_id, key = command.account_id, command.idempotency_key
+        original = self._debit_entry(account_id, command.transaction_id)
         charged = -original.amount
-        refundable = charged - self._store.refunded_so_far(
-            command.account_id, original.transaction_id
-        )
+        refundable = charged - self._refunds.refunded(account_id, original.transaction_id)
         amount = command.amount if command.amount is not None else refundable
-        refund_fingerprint = fingerprint("refund", _parameters(command))
+        request_fingerprint = fingerprint("refund", parameters(command))
         if amount <= 0 or amount > refundable:
             # Nothing left to refund may mean this very refund already happened: replay it.
-            earlier = self._store.get_idempotency_record(
-                command.account_id, command.idempotency_key
-            )
-            if earlier is not None and earlier.expires_at > self._clock().timestamp():
-                if earlier.fingerprint != refund_fingerprint:
-                    raise IdempotencyConflict(command.idempotency_key)
-                return earlier.result.model_copy(update={"replayed": True})
+            earlier = self._records.get(account_id, key)
+            if earlier is not None and judge(earlier, request_fingerprint, self._clock()) is (
+                Verdict.REPLAY
+            ):
+                return self.write_path.submit(
+                    WriteRequest(account_id, key, request_fingerprint, earlier.operation)
+                )
             raise RefundNotAllowed(
                 "Refund exceeds what remains refundable",
-                {"transactionId": command.transaction_id, "refundable": normalize(refundable)},
+                {"transactionId": original.transaction_id, "refundable": normalize(refundable)},
             )
-        by_type = original.action or DEFAULT_TYPE
-        endpoint = original.endpoint
-        failed_calls = 1 if command.failed_call else 0
-
-        def usage(_: date) -> UsageIncrement:
-            # Credited back to the day of the original call, so daily usage stays net.
-            return UsageIncrement(
-                day=original.day,
-                failed=failed_calls,
-                credits_used=-amount,
-                by_type={by_type: -amount},
-                by_endpoint_credits={endpoint: -amount} if endpoint else {},
-            )
-
-        change = Change(
+        operation = Operation(
             type=EntryType.REFUND,
             amount=amount,
-            idempotency_key=command.idempotency_key,
-            fingerprint=refund_fingerprint,
             description=command.reason or f"Refund of {original.transaction_id}",
             reference=original.transaction_id,
             action=original.action,
-            endpoint=endpoint,
+            endpoint=original.endpoint,
             refund_of=original.transaction_id,
-            usage=usage,
-            refund=RefundGuard(original.transaction_id, charged, amount),
+            usage_day=original.day,
+            failed_call=command.failed_call,
         )
-        return self._apply(command.account_id, change)
+
+        def claim(record: IdempotencyRecord) -> None:
+            try:
+                self._refunds.claim(
+                    account_id,
+                    original.transaction_id,
+                    original=charged,
+                    amount=record.operation.amount,
+                    idempotency_key=key,
+                )
+            except RefundLimitReached as refused:
+                raise RefundNotAllowed(
+                    "Refund exceeds what remains refundable",
+                    {"transactionId": original.transaction_id},
+                ) from refused
+
+        return self.write_path.submit(
+            WriteRequest(account_id, key, request_fingerprint, operation), before_apply=claim
+        )
 
     def create_account(self, command: CreateAccountCommand) -> Account:
+        """A new account, with an opening balance as its first grant when one is given."""
         now = self._clock()
         account = Account(
             account_id=command.account_id,
@@ -283,209 +198,87 @@ class Ledger:
             created_at=now,
             updated_at=now,
         )
-        opening = None
+        self._accounts.create(account)
         if command.opening_balance > 0:
-            opening = LedgerEntry(
-                account_id=account.account_id,
-                transaction_id=keys.transaction_id(now),
-                sequence=1,
-                type=EntryType.GRANT,
-                amount=command.opening_balance,
-                balance_after=command.opening_balance,
-                description="Opening balance",
-                created_at=now,
+            self.grant(
+                CreditCommand(
+                    account_id=command.account_id,
+                    idempotency_key=OPENING_BALANCE_KEY,
+                    amount=command.opening_balance,
+                    description="Opening balance",
+                )
             )
-            account = account.model_copy(
-                update={
-                    "balance": command.opening_balance,
-                    "total": command.opening_balance,
-                    "version": 1,
-                    "last_entry_at": now,
-                }
-            )
-        self._store.create_account(account, opening)
-        self._remember(account)
+            return self.account(command.account_id)
         return account
 
     def account(self, account_id: str) -> Account:
-        """The account as stored now (one read)."""
-        found = self._store.get_account(account_id)
+        """The account as stored now (one strongly consistent read)."""
+        found = self._accounts.get(account_id, consistent=True)
         if found is None:
             raise AccountNotFound(account_id)
         return found
 
-    # ------------------------------------------------------------ the write loop
+    def entry(self, account_id: str, transaction_id: str) -> LedgerEntry:
+        """A ledger entry by transaction id, waiting briefly for a fresh one to be written."""
+        sequence = sequence_of(transaction_id)
+        if sequence is None:
+            raise TransactionNotFound(transaction_id)
+        deadline = time.monotonic() + ENTRY_WAIT_SECONDS
+        delay = 0.01
+        while True:
+            entry = self._entries.get(account_id, sequence)
+            if entry is not None:
+                if entry.transaction_id != transaction_id:
+                    raise TransactionNotFound(transaction_id)
+                return entry
+            if self._entries.head(account_id).version >= sequence or time.monotonic() > deadline:
+                raise TransactionNotFound(transaction_id)
+            account = self._accounts.get(account_id)
+            if account is None or account.version < sequence:
+                raise TransactionNotFound(transaction_id)
+            self._sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    # ------------------------------------------------------------ helpers
     def _credit(self, command: CreditCommand, entry_type: EntryType) -> OperationResult:
-        change = Change(
+        operation = Operation(
             type=entry_type,
             amount=command.amount,
-            idempotency_key=command.idempotency_key,
-            fingerprint=fingerprint(entry_type.value, _parameters(command)),
             description=command.description,
             reference=command.reference,
             metadata=dict(command.metadata),
         )
-        return self._apply(command.account_id, change)
-
-    def _apply(self, account_id: str, change: Change) -> OperationResult:
-        request_token = uuid.uuid4().hex
-        state = self._known.get(account_id)
-        authoritative = False  # a remembered state may be stale: let DynamoDB judge it
-        if state is None:
-            state = self._store.get_account(account_id)
-            if state is None:
-                raise AccountNotFound(account_id)
-        backoff = Backoff(self._sleep, self._rng)
-        # Losing a version race is cheap to retry (ALL_OLD is the fresh state), but writers
-        # that retry in lockstep keep colliding: back off a little more after each loss.
-        race = Backoff(self._sleep, self._rng, base=RACE_BACKOFF_BASE, cap=RACE_BACKOFF_CAP)
-        for _ in range(self._settings.max_write_attempts):
-            if authoritative:
-                self._check(state, change)
-            write = self._plan(state, change, request_token)
-            try:
-                self._store.commit(write)
-            except IdempotencyKeyUsed as refused:
-                return self._replay(refused.record, change, request_token)
-            except (VersionChanged, ConditionRefused) as refused:
-                # ALL_OLD is the current item: replan from it, without another read.
-                state, authoritative = refused.current, True
-                self._remember(state)
-                if isinstance(refused, VersionChanged):
-                    race.wait()
-            except AccountMissing as missing:
-                with self._known_lock:
-                    self._known.pop(account_id, None)
-                raise AccountNotFound(account_id) from missing
-            except RefundLimitReached as refused:
-                raise RefundNotAllowed(
-                    "Refund exceeds what remains refundable",
-                    {"transactionId": change.refund_of},
-                ) from refused
-            except (Contention, OutcomeUnknown):
-                backoff.wait()
-            else:
-                self._remember(write.after)
-                return _result(write.entry, write.after)
-        raise ServiceBusy(f"gave up after {self._settings.max_write_attempts} attempts")
-
-    @staticmethod
-    def _check(state: Account, change: Change) -> None:
-        if change.require_active and state.status is not AccountStatus.ACTIVE:
-            raise AccountSuspended(state.account_id, state.status.value)
-        if change.check_funds and state.spendable < -change.amount:
-            raise InsufficientCredits(normalize(state.available), normalize(-change.amount))
-
-    def _plan(self, state: Account, change: Change, request_token: str) -> LedgerWrite:
-        now = self._clock()
-        created_at = now
-        if state.last_entry_at is not None and created_at <= state.last_entry_at:
-            created_at = state.last_entry_at + ONE_MICROSECOND
-        amount = change.amount
-        balance = state.balance + amount
-        used, total = state.used, state.total
-        if change.type in (EntryType.DEBIT, EntryType.REFUND) or amount < 0:
-            used -= amount
-        else:
-            total += amount
-        after = state.model_copy(
-            update={
-                "balance": normalize(balance),
-                "used": normalize(used),
-                "total": normalize(total),
-                "version": state.version + 1,
-                "lifetime_requests": state.lifetime_requests
-                + (1 if change.counts_as_request else 0),
-                "last_entry_at": created_at,
-                "updated_at": now,
-            }
-        )
-        entry = LedgerEntry(
-            account_id=state.account_id,
-            transaction_id=keys.transaction_id(created_at),
-            sequence=after.version,
-            type=change.type,
-            amount=normalize(amount),
-            balance_after=after.balance,
-            description=change.description,
-            reference=change.reference,
-            metadata=change.metadata,
-            action=change.action,
-            quantity=change.quantity,
-            endpoint=change.endpoint,
-            refund_of=change.refund_of,
-            idempotency_key=change.idempotency_key,
-            created_at=created_at,
-        )
-        retention = timedelta(hours=self._settings.idempotency_retention_hours)
-        record = IdempotencyRecord(
-            account_id=state.account_id,
-            idempotency_key=change.idempotency_key,
-            fingerprint=change.fingerprint,
-            request_token=request_token,
-            result=_result(entry, after),
-            created_at=now,
-            expires_at=int((now + retention).timestamp()),
-        )
-        return LedgerWrite(
-            before=state,
-            after=after,
-            entry=entry,
-            idempotency=record,
-            usage=change.usage(created_at.date()) if change.usage else None,
-            refund=change.refund,
-            require_active=change.require_active,
-            # Exact given the version pin; kept as a second line of defence.
-            balance_floor=(
-                state.reserved - state.overdraft_limit - amount if change.check_funds else None
-            ),
+        return self._submit(
+            command.account_id, command.idempotency_key, entry_type.value, command, operation
         )
 
-    @staticmethod
-    def _replay(record: IdempotencyRecord, change: Change, request_token: str) -> OperationResult:
-        if record.fingerprint != change.fingerprint:
-            raise IdempotencyConflict(change.idempotency_key)
-        # Our own earlier attempt (committed, then timed out) is not a replay to the caller.
-        return record.result.model_copy(update={"replayed": record.request_token != request_token})
+    def _submit(
+        self, account_id: str, key: str, name: str, command: object, operation: Operation
+    ) -> OperationResult:
+        return self.write_path.submit(
+            WriteRequest(account_id, key, fingerprint(name, parameters(command)), operation)
+        )
 
-    def _remember(self, account: Account) -> None:
-        with self._known_lock:
-            known = self._known.get(account.account_id)
-            if known is not None and known.version > account.version:
-                return
-            self._known[account.account_id] = account
-            self._known.move_to_end(account.account_id)
-            while len(self._known) > ACCOUNT_CACHE_SIZE:
-                self._known.popitem(last=False)
+    def _debit_entry(self, account_id: str, transaction_id: str) -> LedgerEntry:
+        original = self.entry(account_id, transaction_id)
+        if original.type is not EntryType.DEBIT:
+            raise RefundNotAllowed("Only debits can be refunded", {"transactionId": transaction_id})
+        return original
 
-    def _count_declined(self, command: DebitCommand, by_type: str) -> None:
-        day = self._clock().date()
+    def _count_declined(self, command: DebitCommand) -> None:
+        """Count a declined call in the day's usage. Best effort: a failure to count must not
+        turn a clean refusal into an error."""
         endpoint = command.endpoint
-        self._store.record_failed_call(
-            command.account_id,
-            UsageIncrement(
-                day=day,
-                calls=1,
-                failed=1,
-                by_type={by_type: Decimal(0)},
-                by_endpoint={endpoint: 1} if endpoint else {},
-            ),
-        )
-
-
-def _parameters(command: Any) -> dict[str, Any]:
-    """What identifies a request, for its fingerprint: everything but the key itself."""
-    data: dict[str, Any] = command.model_dump(mode="python", exclude={"idempotency_key"})
-    return {
-        name: str(normalize(value)) if isinstance(value, Decimal) else value
-        for name, value in data.items()
-    }
-
-
-def _result(entry: LedgerEntry, after: Account) -> OperationResult:
-    return OperationResult(
-        transaction_id=entry.transaction_id,
-        amount=normalize(abs(entry.amount)),
-        balance_after=entry.balance_after,
-        available=normalize(after.available),
-    )
+        try:
+            self._usage.add(
+                command.account_id,
+                UsageIncrement(
+                    day=self._clock().date(),
+                    calls=1,
+                    failed=1,
+                    by_type={command.action or DEFAULT_TYPE: Decimal(0)},
+                    by_endpoint={endpoint: 1} if endpoint else {},
+                ),
+            )
+        except (ServiceBusy, StorageError, CreditsError):
+            logger.warning("declined call not counted in usage", exc_info=True)

@@ -9,13 +9,13 @@ from decimal import Decimal
 from serverless_credits.domain.errors import UnknownAction, ValidationFailed
 from serverless_credits.domain.models import DEFAULT_PRICES, PriceList
 from serverless_credits.domain.money import MAX_AMOUNT, quantize
-from serverless_credits.storage.store import CreditsStore
+from serverless_credits.ledger.ports import PriceLists
 
 
 class PriceCatalog:
     def __init__(
         self,
-        store: CreditsStore,
+        store: PriceLists,
         cache_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:

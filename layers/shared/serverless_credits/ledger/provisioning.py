@@ -69,14 +69,14 @@ def issue_api_key(
 ) -> IssuedKey:
     """Issue a key for an existing account and map it to the account."""
     store = store or wiring.store()
-    if store.get_account(account_id, consistent=True) is None:
+    if store.accounts.get(account_id, consistent=True) is None:
         raise AccountNotFound(account_id)
     key = issuer.issue(account_id=account_id, tier=tier)
     mapping = ApiKeyMapping(
         api_key_id=key.api_key_id, account_id=account_id, plan=tier.value, created_at=clock()
     )
     try:
-        store.put_api_key_mapping(mapping)
+        store.catalog.put_api_key_mapping(mapping)
     except Exception:
         issuer.revoke(key.api_key_id)  # no key without an account behind it
         raise

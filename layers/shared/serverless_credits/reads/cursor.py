@@ -1,6 +1,6 @@
 """Opaque, tamper-evident pagination cursors for the transactions API.
 
-A cursor names the ledger sort key a page ended at. It is `base64url(payload)` + "." +
+A cursor names the ledger sequence a page ended at. It is `base64url(payload)` + "." +
 `base64url(HMAC-SHA256)`, where the MAC also covers the account id and the query's filters
 (its *scope*) without carrying them: a cursor only continues the query it came from, for the
 account it was issued to. Anything else (edited, truncated, another account's, another
@@ -26,7 +26,7 @@ from serverless_credits.domain.errors import ValidationFailed
 VERSION = 1
 MAX_CURSOR_LENGTH = 512
 MIN_KEY_LENGTH = 16
-_POSITION = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+_POSITION = re.compile(r"^[1-9][0-9]{0,11}$")  # a ledger sequence
 
 
 class CursorSigningKeyMissing(RuntimeError):
@@ -76,7 +76,7 @@ class CursorSigner:
         return hmac.new(self.key, message, hashlib.sha256).digest()
 
     def sign(self, *, account_id: str, scope: str, position: str) -> str:
-        """A cursor continuing after `position` (a ledger sort key) for this account and scope."""
+        """A cursor continuing after `position` (a ledger sequence) for this account and scope."""
         payload = _b64encode(
             json.dumps({"v": VERSION, "p": position}, separators=(",", ":")).encode()
         )

@@ -35,11 +35,10 @@ from serverless_credits.domain.models import (
     SubscriptionStatus,
     utc_now,
 )
-from serverless_credits.domain.money import Credits, format_cost, normalize
+from serverless_credits.domain.money import Credits, format_cost, jsonable, normalize
 from serverless_credits.reads.cursor import CursorSigner
-from serverless_credits.storage import keys
+from serverless_credits.storage.ledger_entries import EntryRange
 from serverless_credits.storage.store import CreditsStore
-from serverless_credits.transport.responses import jsonable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -223,7 +222,7 @@ class SummaryView(CamelModel):
 
 # ---------------------------------------------------------------- balance
 def _account(store: CreditsStore, account_id: str) -> Account:
-    account = store.get_account(account_id, consistent=True)
+    account = store.accounts.get(account_id, consistent=True)
     if account is None:
         raise AccountNotFound(account_id)
     return account
@@ -312,9 +311,32 @@ def _transaction(entry: LedgerEntry) -> TransactionView:
     )
 
 
-def _scope(entry_type: EntryType | None, first_sk: str | None, last_sk: str | None) -> str:
+def _scope(entry_type: EntryType | None, first: datetime | None, last: datetime | None) -> str:
     """The filters a cursor is bound to, in canonical form."""
-    return f"type={entry_type.value if entry_type else ''}&from={first_sk or ''}&to={last_sk or ''}"
+    return (
+        f"type={entry_type.value if entry_type else ''}"
+        f"&from={first.isoformat() if first else ''}&to={last.isoformat() if last else ''}"
+    )
+
+
+EARLIEST_DAY, LATEST_DAY = date(MIN_YEAR, 1, 1), date(MAX_YEAR, 12, 31)
+
+
+def _sequence_range(
+    store: CreditsStore, account_id: str, first: datetime | None, last: datetime | None
+) -> EntryRange | None:
+    """The ledger sequences a time range can hold, from the daily items' first and last
+    sequence (one Query of small rows); None when no entry falls on those days."""
+    rows = store.usage.days(
+        account_id,
+        first.date() if first else EARLIEST_DAY,
+        last.date() if last else LATEST_DAY,
+    )
+    firsts = [int(row["firstSeq"]) for row in rows if "firstSeq" in row]
+    lasts = [int(row["lastSeq"]) for row in rows if "lastSeq" in row]
+    if not firsts or not lasts:
+        return None
+    return EntryRange(first_sequence=min(firsts), last_sequence=max(lasts))
 
 
 def transactions(
@@ -334,6 +356,7 @@ def transactions(
     `cursor` (the previous page's `nextCursor`) is the fast path: one Query that starts
     right after the previous page, so entries added meanwhile cause no gaps or repeats.
     `offset` is kept for compatibility: it reads and discards `offset` entries first.
+    A time range is first narrowed to a sequence range by the daily usage items.
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", {"field": "limit"})
@@ -346,29 +369,35 @@ def transactions(
     last = _end_of(end) if end is not None else None
     if first is not None and last is not None and first > last:
         raise ValidationFailed("'from' must not be after 'to'", {"field": "from"})
-    first_sk = keys.ledger_sk(first) if first is not None else None
-    last_sk = keys.ledger_sk(last) if last is not None else None
-    scope = _scope(entry_type, first_sk, last_sk)
-    range_filters: dict[str, Any] = {
-        "first_sk": first_sk,
-        "last_sk": last_sk,
-        "entry_type": entry_type,
-    }
+    scope = _scope(entry_type, first, last)
+    after: int | None = None
     if cursor is not None:
         if offset:
             raise ValidationFailed("Use either 'offset' or 'cursor', not both", {"field": "offset"})
-        after = signer.verify(cursor, account_id=account_id, scope=scope)
-        entries, next_sk = store.query_ledger(
-            account_id, limit=limit, start_after=after, **range_filters
+        after = int(signer.verify(cursor, account_id=account_id, scope=scope))
+    entry_range = EntryRange(entry_type=entry_type)
+    if first is not None or last is not None:
+        sequences = _sequence_range(store, account_id, first, last)
+        if sequences is None:
+            return TransactionsPage(data=[], has_more=False, limit=limit, offset=offset)
+        entry_range = EntryRange(
+            first_sequence=sequences.first_sequence,
+            last_sequence=sequences.last_sequence,
+            created_from=first,
+            created_to=last,
+            entry_type=entry_type,
         )
-    else:
-        entries, next_sk = store.query_ledger(account_id, limit=offset + limit, **range_filters)
-        entries = entries[offset:]
+    entries, next_sequence = store.entries.page(
+        account_id, limit=offset + limit, after_sequence=after, scope=entry_range
+    )
+    entries = entries[offset:]
     return TransactionsPage(
         data=[_transaction(entry) for entry in entries],
-        has_more=next_sk is not None,
+        has_more=next_sequence is not None,
         next_cursor=(
-            signer.sign(account_id=account_id, scope=scope, position=next_sk) if next_sk else None
+            signer.sign(account_id=account_id, scope=scope, position=str(next_sequence))
+            if next_sequence
+            else None
         ),
         limit=limit,
         offset=offset,
@@ -517,7 +546,7 @@ def stats(
         today=today or utc_now().date(),
     )
     account = _account(store, account_id)
-    return stats_view(account, store.query_usage(account_id, first, last), first, last, period)
+    return stats_view(account, store.usage.daily(account_id, first, last), first, last, period)
 
 
 # ---------------------------------------------------------------- summary
@@ -527,7 +556,7 @@ def summary(store: CreditsStore, account_id: str, *, today: date | None = None) 
     first = last.replace(day=1)
     account = _account(store, account_id)
     month = stats_view(
-        account, store.query_usage(account_id, first, last), first, last, Period.MONTHLY
+        account, store.usage.daily(account_id, first, last), first, last, Period.MONTHLY
     )
     return SummaryView(
         account_id=account.account_id,

@@ -93,7 +93,7 @@ class ApiKeyDirectory:
             cached = self._cache.get(api_key_id)
         if cached is not None and now < cached[0]:
             return cached[1]
-        mapping = self._store.get_api_key_mapping(api_key_id)
+        mapping = self._store.catalog.get_api_key_mapping(api_key_id)
         with self._lock:
             if mapping is None:
                 self._cache.pop(api_key_id, None)

@@ -3,14 +3,12 @@ function's typed error payloads."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
 
 from serverless_credits.domain import errors
-from serverless_credits.domain.money import json_number
+from serverless_credits.domain.money import jsonable
 
 HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.ValidationFailed: 400,
@@ -20,6 +18,7 @@ HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.TransactionNotFound: 404,
     errors.InsufficientCredits: 402,
     errors.IdempotencyConflict: 409,
+    errors.OperationInProgress: 409,
     errors.AccountAlreadyExists: 409,
     errors.RefundNotAllowed: 409,
 }
@@ -31,17 +30,6 @@ def status_for(error: errors.CreditsError) -> int:
         if kind in HTTP_STATUS:
             return HTTP_STATUS[kind]
     return 400
-
-
-def jsonable(value: Any) -> Any:
-    """A value with Decimals inside (as DynamoDB returns numbers) made JSON-ready."""
-    if isinstance(value, Decimal):
-        return json_number(value)
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [jsonable(v) for v in value]
-    return value
 
 
 def error_object(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""Operations and what they become: transaction ids, ledger entries and results.
+
+An operation's ledger entry is built from the operation (kept in its idempotency record)
+and the account image its update produced (sequence, balance and available after), so the
+writer, the materializer and the reconciler all build the very same entry."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from serverless_credits.domain.models import (
+    Account,
+    EntryType,
+    LedgerEntry,
+    Operation,
+    OperationResult,
+    UsageIncrement,
+)
+from serverless_credits.domain.money import normalize
+
+TRANSACTION_PREFIX = "txn_"
+_TRANSACTION_ID = re.compile(r"^txn_([1-9][0-9]{0,11})_([0-9a-f]{12})$")
+ONE_MICROSECOND = timedelta(microseconds=1)
+DEFAULT_TYPE = "debit"  # byType key for debits that name no action
+
+
+def transaction_id(sequence: int, op_id: str) -> str:
+    """Unique, exact at response time (the sequence comes back with the update) and
+    pointing at its entry: `txn_<sequence>_<12 hex of the operation id>`."""
+    return f"{TRANSACTION_PREFIX}{sequence}_{op_id[:12]}"
+
+
+def sequence_of(transaction: str) -> int | None:
+    """The ledger sequence a transaction id names, or None when it is not one of ours."""
+    match = _TRANSACTION_ID.match(transaction)
+    return int(match.group(1)) if match else None
+
+
+def entry_time(leased_at: datetime, previous: datetime | None) -> datetime:
+    """Entry times strictly increase with the sequence, whatever the writers' clocks did."""
+    if previous is not None and leased_at <= previous:
+        return previous + ONE_MICROSECOND
+    return leased_at
+
+
+def ledger_entry(
+    *,
+    account_id: str,
+    op_id: str,
+    idempotency_key: str,
+    operation: Operation,
+    after: Account,
+    created_at: datetime,
+) -> LedgerEntry:
+    return LedgerEntry(
+        account_id=account_id,
+        transaction_id=transaction_id(after.version, op_id),
+        sequence=after.version,
+        type=operation.type,
+        amount=normalize(operation.amount),
+        balance_after=normalize(after.balance),
+        available_after=normalize(after.available),
+        description=operation.description,
+        reference=operation.reference,
+        metadata=operation.metadata,
+        action=operation.action,
+        quantity=operation.quantity,
+        endpoint=operation.endpoint,
+        refund_of=operation.refund_of,
+        idempotency_key=idempotency_key,
+        actor=operation.actor,
+        created_at=created_at,
+    )
+
+
+def result_of(op_id: str, operation: Operation, after: Account) -> OperationResult:
+    """What the caller gets back, exact from the update's `ALL_NEW` image."""
+    return OperationResult(
+        transaction_id=transaction_id(after.version, op_id),
+        amount=normalize(abs(operation.amount)),
+        balance_after=normalize(after.balance),
+        available=normalize(after.available),
+    )
+
+
+def usage_of(entry: LedgerEntry, operation: Operation) -> UsageIncrement | None:
+    """What an entry adds to daily usage: debits count as calls, refunds are netted back
+    on the day of the call they refund; credits are not usage."""
+    by_type = operation.action or DEFAULT_TYPE
+    endpoint = operation.endpoint
+    if operation.refund_of is not None:
+        credited = normalize(operation.amount)
+        return UsageIncrement(
+            day=operation.usage_day or entry.day,
+            failed=1 if operation.failed_call else 0,
+            credits_used=-credited,
+            by_type={by_type: -credited},
+            by_endpoint_credits={endpoint: -credited} if endpoint else {},
+        )
+    if entry.type is not EntryType.DEBIT:
+        return None
+    charged = normalize(-operation.amount)
+    return UsageIncrement(
+        day=entry.day,
+        calls=1,
+        credits_used=charged,
+        by_type={by_type: charged},
+        by_endpoint={endpoint: 1} if endpoint else {},
+        by_endpoint_credits={endpoint: charged} if endpoint else {},
+    )

@@ -1,0 +1,146 @@
+"""Materialization: the ledger and daily usage, written from the account's change stream.
+
+Each account version (one per balance change) becomes exactly one immutable ledger entry,
+built from the operation in its idempotency record and the version's image. Per account and
+batch: one read of the ledger head, one BatchGetItem of records, one conditional put per
+entry, one update per record (completed, TTL from now on), one usage update per day and one
+head update. A redelivered version changes nothing: it is at or below the head, its entry
+put is conditional, its usage is counted once per day item (`lastVersion`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from serverless_credits.config import Settings
+from serverless_credits.domain.models import Account, IdempotencyRecord, utc_now
+from serverless_credits.domain.operations import entry_time, ledger_entry, result_of, usage_of
+from serverless_credits.domain.outcomes import Counted, LedgerHead
+from serverless_credits.ledger.ports import IdempotencyRecords, LedgerEntries, Usage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    """One record of the account item's stream: its images before and after."""
+
+    position: str  # the stream record's sequence number (what a batch failure names)
+    account_id: str
+    old: Account | None
+    new: Account | None
+
+    @property
+    def new_version(self) -> Account | None:
+        """The image of a new version (a balance change), or None for other changes
+        (settings, status) and removals."""
+        if self.new is None or self.new.version == 0:
+            return None
+        if self.old is not None and self.old.version >= self.new.version:
+            return None
+        return self.new
+
+
+class MaterializationError(Exception):
+    """A version's operation cannot be found: retried, then sent to the on-failure
+    destination; the reconciler fills the entry from the idempotency records."""
+
+
+class Materializer:
+    def __init__(
+        self,
+        records: IdempotencyRecords,
+        entries: LedgerEntries,
+        usage: Usage,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._records = records
+        self._entries = entries
+        self._usage = usage
+        self._retention = timedelta(hours=settings.idempotency_retention_hours)
+        self._clock = clock
+
+    def materialize(self, changes: Sequence[AccountChange]) -> list[str]:
+        """Write the ledger for a batch of changes, account by account; the positions of
+        the changes that failed (the first failure of an account and everything after it
+        for that account), for a partial batch response."""
+        by_account: dict[str, list[AccountChange]] = defaultdict(list)
+        for change in changes:
+            by_account[change.account_id].append(change)
+        failed: list[str] = []
+        for account_id, account_changes in by_account.items():
+            try:
+                self.account(account_id, [c.new_version for c in account_changes if c.new_version])
+            except Exception:
+                logger.exception("materialization failed", extra={"accountId": account_id})
+                failed.append(account_changes[0].position)
+        return failed
+
+    def account(self, account_id: str, versions: Sequence[Account]) -> None:
+        head = self._entries.head(account_id)
+        todo = sorted((v for v in versions if v.version > head.version), key=lambda v: v.version)
+        if not todo:
+            return
+        wanted = [(account_id, v.last_op.key) for v in todo if v.last_op is not None]
+        records = self._records.get_many(wanted)
+        expires_at = int((self._clock() + self._retention).timestamp())
+        by_day: dict[date, dict[int, Counted]] = defaultdict(dict)
+        previous_at = head.at
+        written = head  # the head moves over contiguous versions only
+        for after in todo:
+            record = _record_for(after, records)
+            operation, op_id = record.operation, record.op_id
+            created_at = entry_time(record.created_at, previous_at)
+            entry = ledger_entry(
+                account_id=account_id,
+                op_id=op_id,
+                idempotency_key=record.idempotency_key,
+                operation=operation,
+                after=after,
+                created_at=created_at,
+            )
+            self._entries.put(entry)
+            usage = usage_of(entry, operation)
+            by_day[entry.day][after.version] = Counted(
+                after.version, usage if usage and usage.day == entry.day else None
+            )
+            if usage is not None and usage.day != entry.day:
+                by_day[usage.day][after.version] = Counted(after.version, usage, indexed=False)
+            self._records.finalize(
+                account_id,
+                record.idempotency_key,
+                op_id=op_id,
+                result=result_of(op_id, operation, after),
+                sequence=after.version,
+                expires_at=expires_at,
+            )
+            previous_at = created_at
+            if after.version == written.version + 1:
+                written = LedgerHead(after.version, created_at)
+        for day, counted in sorted(by_day.items()):
+            self._usage.count(account_id, day, list(counted.values()))
+        if written.version > head.version:
+            self._entries.advance_head(account_id, written)
+        if written.version < todo[-1].version:
+            # A version below was never delivered (sent to the on-failure destination): the
+            # head waits there, so recovery stays cautious, until the reconciler fills it.
+            logger.error("ledger gap", extra={"accountId": account_id, "after": written.version})
+
+
+def _record_for(
+    after: Account, records: dict[tuple[str, str], IdempotencyRecord]
+) -> IdempotencyRecord:
+    op = after.last_op
+    if op is None:
+        raise MaterializationError(f"version {after.version} names no operation")
+    record = records.get((after.account_id, op.key))
+    if record is None or record.op_id != op.id:
+        raise MaterializationError(
+            f"version {after.version}: no idempotency record for operation {op.id}"
+        )
+    return record

@@ -1,0 +1,101 @@
+"""The storage the use cases need, as small interfaces (`storage/` implements them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from serverless_credits.domain.models import (
+    Account,
+    IdempotencyRecord,
+    LastOp,
+    LedgerEntry,
+    OperationResult,
+    PriceList,
+    UsageIncrement,
+)
+from serverless_credits.domain.outcomes import Counted, LedgerHead
+from serverless_credits.domain.posting import Posting
+
+
+class Accounts(Protocol):
+    def get(self, account_id: str, *, consistent: bool = False) -> Account | None: ...
+    def create(self, account: Account) -> None: ...
+    def update_settings(self, account_id: str, changes: Mapping[str, Any]) -> Account: ...
+    def apply(
+        self,
+        account_id: str,
+        posting: Posting,
+        last_op: LastOp,
+        *,
+        assumed_overdraft: Decimal,
+        now: datetime,
+    ) -> Account: ...
+
+
+class IdempotencyRecords(Protocol):
+    def lease(self, record: IdempotencyRecord, now: datetime) -> None: ...
+    def get(self, account_id: str, idempotency_key: str) -> IdempotencyRecord | None: ...
+    def get_many(
+        self, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], IdempotencyRecord]: ...
+    def complete(
+        self,
+        account_id: str,
+        idempotency_key: str,
+        *,
+        op_id: str,
+        result: OperationResult,
+        sequence: int,
+    ) -> None: ...
+    def finalize(
+        self,
+        account_id: str,
+        idempotency_key: str,
+        *,
+        op_id: str,
+        result: OperationResult,
+        sequence: int,
+        expires_at: int,
+    ) -> bool: ...
+    def take_over(
+        self,
+        account_id: str,
+        idempotency_key: str,
+        old_op_id: str,
+        new_op_id: str,
+        lease: datetime,
+    ) -> bool: ...
+    def release(self, account_id: str, idempotency_key: str, op_id: str) -> None: ...
+
+
+class LedgerEntries(Protocol):
+    def put(self, entry: LedgerEntry) -> bool: ...
+    def get(self, account_id: str, sequence: int) -> LedgerEntry | None: ...
+    def head(self, account_id: str) -> LedgerHead: ...
+    def advance_head(self, account_id: str, head: LedgerHead) -> None: ...
+
+
+class Usage(Protocol):
+    def add(self, account_id: str, usage: UsageIncrement) -> None: ...
+    def count(self, account_id: str, day: date, counted: Sequence[Counted]) -> None: ...
+
+
+class RefundGuards(Protocol):
+    def refunded(self, account_id: str, transaction_id: str) -> Decimal: ...
+    def claim(
+        self,
+        account_id: str,
+        transaction_id: str,
+        *,
+        original: Decimal,
+        amount: Decimal,
+        idempotency_key: str,
+    ) -> None: ...
+
+
+class PriceLists(Protocol):
+    def get_price_list(self) -> PriceList | None: ...
+    def put_price_list(self, prices: PriceList) -> None: ...

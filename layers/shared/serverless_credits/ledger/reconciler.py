@@ -1,0 +1,166 @@
+"""Reconciliation: prove each account's ledger against its balance, and fill any gap.
+
+The stream keeps records for 24 hours; if the materializer failed for longer (or sent a
+version to its on-failure destination), entries are missing. Every completed operation's
+idempotency record keeps what its entry needs, and expires only once the entry exists, so
+a gap is filled from the records. What it proves for each account: sequences 1..version
+with no gap, each `balanceAfter` the previous plus its amount, `balance == sum(amounts)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from serverless_credits.config import Settings
+from serverless_credits.domain.errors import AccountNotFound
+from serverless_credits.domain.models import Account, IdempotencyRecord, utc_now
+from serverless_credits.domain.operations import entry_time, ledger_entry, usage_of
+from serverless_credits.domain.outcomes import LedgerHead
+from serverless_credits.ledger.ports import Accounts, IdempotencyRecords, LedgerEntries, Usage
+
+logger = logging.getLogger(__name__)
+
+
+class AuditableEntries(LedgerEntries, Protocol):
+    def sequences(self, account_id: str) -> list[tuple[int, Any, Any]]: ...
+
+
+class SearchableRecords(IdempotencyRecords, Protocol):
+    def by_sequence(
+        self, account_id: str, sequences: list[int]
+    ) -> dict[int, IdempotencyRecord]: ...
+
+
+class ListableAccounts(Accounts, Protocol):
+    def ids(self) -> list[str]: ...
+
+
+@dataclass
+class AccountReport:
+    account_id: str
+    version: int
+    balance: Decimal
+    entries: int
+    filled: list[int] = field(default_factory=list)
+    unresolved: list[int] = field(default_factory=list)
+    chain_breaks: list[int] = field(default_factory=list)
+    ledger_sum: Decimal = Decimal(0)
+
+    @property
+    def consistent(self) -> bool:
+        return not self.unresolved and not self.chain_breaks and self.ledger_sum == self.balance
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accountId": self.account_id,
+            "version": self.version,
+            "balance": str(self.balance),
+            "ledgerSum": str(self.ledger_sum),
+            "entries": self.entries,
+            "filled": self.filled,
+            "unresolved": self.unresolved,
+            "chainBreaks": self.chain_breaks,
+            "consistent": self.consistent,
+        }
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        accounts: ListableAccounts,
+        records: SearchableRecords,
+        entries: AuditableEntries,
+        usage: Usage,
+        settings: Settings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._accounts = accounts
+        self._records = records
+        self._entries = entries
+        self._usage = usage
+        self._retention = timedelta(hours=settings.idempotency_retention_hours)
+        self._clock = clock
+
+    def all(self) -> list[AccountReport]:
+        return [self.account(account_id) for account_id in self._accounts.ids()]
+
+    def account(self, account_id: str) -> AccountReport:
+        account = self._accounts.get(account_id, consistent=True)
+        if account is None:
+            raise AccountNotFound(account_id)
+        present = {sequence for sequence, _, _ in self._entries.sequences(account_id)}
+        missing = sorted(set(range(1, account.version + 1)) - present)
+        report = AccountReport(account_id, account.version, account.balance, len(present))
+        if missing:
+            self._fill(account, missing, report)
+        self._prove(account, report)
+        if not report.consistent:
+            logger.error("ledger inconsistent", extra=report.as_dict())
+        return report
+
+    def _fill(self, account: Account, missing: list[int], report: AccountReport) -> None:
+        records = self._records.by_sequence(account.account_id, missing)
+        expires_at = int((self._clock() + self._retention).timestamp())
+        for sequence in missing:
+            record = records.get(sequence)
+            if record is None or record.result is None:
+                report.unresolved.append(sequence)
+                continue
+            previous = self._entries.get(account.account_id, sequence - 1)
+            after = account.model_copy(
+                update={
+                    "version": sequence,
+                    "balance": record.result.balance_after,
+                    "available": record.result.available,
+                }
+            )
+            entry = ledger_entry(
+                account_id=account.account_id,
+                op_id=record.op_id,
+                idempotency_key=record.idempotency_key,
+                operation=record.operation,
+                after=after,
+                created_at=entry_time(record.created_at, previous.created_at if previous else None),
+            )
+            self._entries.put(entry)
+            usage = usage_of(entry, record.operation)
+            if usage is not None:
+                self._usage.add(account.account_id, usage)
+            self._records.finalize(
+                account.account_id,
+                record.idempotency_key,
+                op_id=record.op_id,
+                result=record.result,
+                sequence=sequence,
+                expires_at=expires_at,
+            )
+            report.filled.append(sequence)
+        if not report.unresolved:
+            last = self._entries.get(account.account_id, account.version)
+            if last is not None:
+                self._entries.advance_head(
+                    account.account_id, LedgerHead(account.version, last.created_at)
+                )
+
+    def _prove(self, account: Account, report: AccountReport) -> None:
+        rows = self._entries.sequences(account.account_id)
+        report.entries = len(rows)
+        previous = Decimal(0)
+        total = Decimal(0)
+        expected = 1
+        for sequence, amount, balance_after in rows:
+            if sequence != expected:
+                report.chain_breaks.append(expected)
+                expected = sequence
+            if Decimal(balance_after) != previous + Decimal(amount):
+                report.chain_breaks.append(sequence)
+            previous = Decimal(balance_after)
+            total += Decimal(amount)
+            expected += 1
+        report.ledger_sum = total

@@ -1,0 +1,267 @@
+"""The write path every balance change takes (DESIGN-NOTES.md, docs/write-path.md):
+
+1. **Lease**: a conditional `PutItem` of the idempotency record (pending, fingerprint,
+   operation id, the whole operation, lease expiry). An existing record answers instead:
+   completed with the same fingerprint -> its result (`replayed`); another fingerprint ->
+   `IDEMPOTENCY_CONFLICT`; pending within its lease -> a short bounded wait, then the
+   replay or `OPERATION_IN_PROGRESS`; pending past its lease -> recovery.
+2. **Apply**: ONE conditional `UpdateItem` of the account item (`ledger.ports.Accounts`):
+   no read before it, no version pin, no retry loop on contention. A refusal carries the
+   item's image, which decides the domain error.
+3. **Complete**: the record gets the result. The ledger entry comes from the account's
+   stream (`ledger.materializer`), which also completes the record if this step never ran.
+
+Recovery of an expired lease: the operation reached the account if and only if the
+materializer, once it has caught up with the account's current version, completed the
+record. Caught up and still pending means it never landed, and because the lease outlived
+any request, it never will: the lease is taken over and the operation applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from serverless_credits.config import Settings
+from serverless_credits.domain.errors import (
+    AccountNotFound,
+    OperationInProgress,
+    ServiceBusy,
+    StorageError,
+)
+from serverless_credits.domain.idempotency import Verdict, judge
+from serverless_credits.domain.models import (
+    IdempotencyRecord,
+    IdempotencyState,
+    LastOp,
+    Operation,
+    OperationResult,
+)
+from serverless_credits.domain.operations import result_of
+from serverless_credits.domain.outcomes import ChangeRefused, KeyTaken, OutcomeUnknown
+from serverless_credits.domain.posting import posting_for, refusal
+from serverless_credits.ledger.ports import Accounts, IdempotencyRecords, LedgerEntries
+
+logger = logging.getLogger(__name__)
+
+OVERDRAFT_CACHE_SIZE = 4096
+# A stale overdraft is corrected from the refusal's image: more than two replans would mean
+# the limit changes faster than requests arrive.
+MAX_PLANS = 3
+# A lease is not used when less than this is left of it: the update must land well inside.
+LEASE_MARGIN = timedelta(seconds=5)
+# The wait for a pending record: short polls first (a write takes milliseconds).
+FIRST_POLL, MAX_POLL = 0.01, 0.2
+MAX_ROUNDS = 4  # lease -> (recover or wait) -> lease again: a bound, never reached in practice
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    account_id: str
+    idempotency_key: str
+    fingerprint: str
+    operation: Operation
+
+
+BeforeApply = Callable[[IdempotencyRecord], None]
+
+
+def new_op_id() -> str:
+    return uuid.uuid4().hex
+
+
+class WritePath:
+    def __init__(
+        self,
+        accounts: Accounts,
+        records: IdempotencyRecords,
+        entries: LedgerEntries,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._accounts = accounts
+        self._records = records
+        self._entries = entries
+        self._clock = clock
+        self._sleep = sleep
+        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._wait_budget = settings.in_progress_wait_seconds
+        # The overdraft limit each account had when last seen: the funds condition pins it,
+        # so a stale value costs one refused update, never an overspend.
+        self._overdrafts: OrderedDict[str, Decimal] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ the three steps
+    def submit(
+        self, request: WriteRequest, before_apply: BeforeApply | None = None
+    ) -> OperationResult:
+        """Apply `request` once, whatever was tried before under its key."""
+        for _ in range(MAX_ROUNDS):
+            now = self._clock()
+            record = IdempotencyRecord(
+                account_id=request.account_id,
+                idempotency_key=request.idempotency_key,
+                fingerprint=request.fingerprint,
+                op_id=new_op_id(),
+                state=IdempotencyState.PENDING,
+                operation=request.operation,
+                lease_expires_at=now + self._lease,
+                created_at=now,
+            )
+            try:
+                self._records.lease(record, now)
+            except KeyTaken as taken:
+                answer = self._existing(taken.record, request)
+                if answer is None:
+                    continue  # the record was released meanwhile: lease again
+                if isinstance(answer, OperationResult):
+                    return answer
+                record = answer  # an expired lease taken over: ours to apply
+            if before_apply is not None:
+                self._guarded(record, before_apply)
+            return self._apply(record)
+        raise OperationInProgress(request.idempotency_key)
+
+    def _guarded(self, record: IdempotencyRecord, before_apply: BeforeApply) -> None:
+        try:
+            before_apply(record)
+        except Exception:
+            self._records.release(record.account_id, record.idempotency_key, record.op_id)
+            raise
+
+    def _apply(self, record: IdempotencyRecord) -> OperationResult:
+        account_id, operation = record.account_id, record.operation
+        posting = posting_for(operation)
+        last_op = LastOp(
+            id=record.op_id,
+            key=record.idempotency_key,
+            type=operation.type,
+            amount=operation.amount,
+            at=record.created_at,
+        )
+        overdraft = self._overdraft(account_id)
+        for _ in range(MAX_PLANS):
+            if self._clock() >= record.lease_expires_at - LEASE_MARGIN:
+                # Too late to land safely: recovery will find it never did.
+                raise ServiceBusy("the idempotency lease ran out before the update")
+            try:
+                after = self._accounts.apply(
+                    account_id, posting, last_op, assumed_overdraft=overdraft, now=self._clock()
+                )
+            except ChangeRefused as refused:
+                error = refusal(account_id, refused.current, posting)
+                if error is None and refused.current is not None:
+                    overdraft = refused.current.overdraft_limit
+                    self._remember(account_id, overdraft)
+                    continue
+                self._records.release(account_id, record.idempotency_key, record.op_id)
+                raise error or AccountNotFound(account_id) from refused
+            except OutcomeUnknown:
+                # It may have landed: never apply it again in this call. The stream tells.
+                settled = self._await(record, replayed=False)
+                if settled is None:  # pragma: no cover - only this call releases its lease
+                    raise ServiceBusy("the write's outcome is unknown") from None
+                return settled
+            self._remember(account_id, after.overdraft_limit)
+            result = result_of(record.op_id, operation, after)
+            try:
+                self._records.complete(
+                    account_id,
+                    record.idempotency_key,
+                    op_id=record.op_id,
+                    result=result,
+                    sequence=after.version,
+                )
+            except (ServiceBusy, StorageError):
+                # Applied all the same: the materializer completes the record from the stream.
+                logger.warning("idempotency record left for the materializer to complete")
+            return result
+        raise ServiceBusy("the account's overdraft limit kept changing")
+
+    # ------------------------------------------------------------ an existing record
+    def _existing(
+        self, record: IdempotencyRecord, request: WriteRequest
+    ) -> OperationResult | IdempotencyRecord | None:
+        verdict = judge(record, request.fingerprint, self._clock())
+        if verdict is Verdict.REPLAY:
+            return _replay(record)
+        if verdict is Verdict.WAIT:
+            return self._await(record, replayed=True)
+        return self._recover(record)
+
+    def _await(self, record: IdempotencyRecord, *, replayed: bool) -> OperationResult | None:
+        """Poll a pending record for its result, within the wait budget."""
+        deadline = time.monotonic() + self._wait_budget
+        delay = FIRST_POLL
+        while True:
+            current = self._records.get(record.account_id, record.idempotency_key)
+            if current is None:
+                return None
+            if current.state is IdempotencyState.COMPLETED:
+                ours = not replayed and current.op_id == record.op_id
+                return _result(current) if ours else _replay(current)
+            if time.monotonic() >= deadline:
+                raise OperationInProgress(record.idempotency_key)
+            self._sleep(delay)
+            delay = min(delay * 2, MAX_POLL)
+
+    def _recover(self, record: IdempotencyRecord) -> OperationResult | IdempotencyRecord | None:
+        account_id, key = record.account_id, record.idempotency_key
+        # Order matters: the account's version, then how far the ledger is written, then
+        # the record; the materializer completes records before it moves the head.
+        account = self._accounts.get(account_id, consistent=True)
+        if account is None:
+            self._records.release(account_id, key, record.op_id)
+            raise AccountNotFound(account_id)
+        head = self._entries.head(account_id)
+        current = self._records.get(account_id, key)
+        if current is None:
+            return None
+        if current.state is IdempotencyState.COMPLETED:
+            return _replay(current)
+        if current.op_id != record.op_id:
+            return self._existing(current, _request_of(current))
+        if head.version < account.version:
+            raise OperationInProgress(key)  # the materializer has not caught up yet
+        op_id, lease = new_op_id(), self._clock() + self._lease
+        if not self._records.take_over(account_id, key, record.op_id, op_id, lease):
+            return None
+        logger.info("took over an expired lease that never reached the account")
+        return current.model_copy(update={"op_id": op_id, "lease_expires_at": lease})
+
+    # ------------------------------------------------------------ overdraft cache
+    def _overdraft(self, account_id: str) -> Decimal:
+        with self._lock:
+            return self._overdrafts.get(account_id, Decimal(0))
+
+    def _remember(self, account_id: str, overdraft: Decimal) -> None:
+        with self._lock:
+            self._overdrafts[account_id] = overdraft
+            self._overdrafts.move_to_end(account_id)
+            while len(self._overdrafts) > OVERDRAFT_CACHE_SIZE:
+                self._overdrafts.popitem(last=False)
+
+
+def _result(record: IdempotencyRecord) -> OperationResult:
+    if record.result is None:  # pragma: no cover - completed records always carry one
+        raise StorageError("completed idempotency record without a result")
+    return record.result
+
+
+def _replay(record: IdempotencyRecord) -> OperationResult:
+    return _result(record).model_copy(update={"replayed": True})
+
+
+def _request_of(record: IdempotencyRecord) -> WriteRequest:
+    return WriteRequest(
+        record.account_id, record.idempotency_key, record.fingerprint, record.operation
+    )

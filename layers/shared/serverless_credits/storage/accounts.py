@@ -1,0 +1,165 @@
+"""The account item: status, settings and the balance figures. Every balance change is ONE
+conditional `UpdateItem` of it (never a transaction): `ALL_NEW` gives the exact figures
+after the change, `ALL_OLD` on a refusal gives the state that refused it, without a read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound, StorageError
+from serverless_credits.domain.models import Account, LastOp
+from serverless_credits.domain.outcomes import ChangeRefused, OutcomeUnknown
+from serverless_credits.domain.posting import Posting
+from serverless_credits.storage import keys
+from serverless_credits.storage.items import (
+    UNKNOWN_OUTCOME_ERRORS,
+    Table,
+    error_code,
+    from_item,
+    key,
+    old_image,
+    serialize,
+    storage_failure,
+    to_item,
+    values,
+)
+
+# The figures a change moves, as item attributes (ADD): `total` is a reserved word.
+_FIGURES = {
+    "balance": "balance",
+    "available": "available",
+    "used": "used",
+    "total": "#total",
+    "requests": "lifetimeRequests",
+}
+
+
+class AccountStore:
+    def __init__(self, table: Table) -> None:
+        self._table = table
+
+    def get(self, account_id: str, *, consistent: bool = False) -> Account | None:
+        item = self._table.get(keys.account_pk(account_id), keys.ACCOUNT_SK, consistent=consistent)
+        return Account.model_validate(item) if item else None
+
+    def ids(self) -> list[str]:
+        """Every account id: a Scan of the table (the reconciler's nightly pass)."""
+        found: list[str] = []
+        for item in self._table.scan(
+            FilterExpression="sk = :sk",
+            ProjectionExpression="pk",
+            ExpressionAttributeValues=values(sk=keys.ACCOUNT_SK),
+        ):
+            account_id = keys.account_id_of(str(item["pk"]))
+            if account_id is not None:
+                found.append(account_id)
+        return sorted(found)
+
+    def create(self, account: Account) -> None:
+        """Put a new account unless the id is taken."""
+        try:
+            self._table.client.put_item(
+                TableName=self._table.name,
+                Item=to_item(account, pk=keys.account_pk(account.account_id), sk=keys.ACCOUNT_SK),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise AccountAlreadyExists(account.account_id) from exc
+            raise storage_failure("create account", exc) from exc
+
+    def update_settings(self, account_id: str, changes: Mapping[str, Any]) -> Account:
+        """Change settings (status, thresholds, flags): no version, so no ledger entry."""
+        if not changes:
+            current = self.get(account_id, consistent=True)
+            if current is None:
+                raise AccountNotFound(account_id)
+            return current
+        names = {f"#a{i}": name for i, name in enumerate(changes)}
+        assigned = {f":a{i}": serialize(v) for i, v in enumerate(changes.values())}
+        assignments = ", ".join(f"#a{i} = :a{i}" for i in range(len(changes)))
+        try:
+            response = self._table.client.update_item(
+                TableName=self._table.name,
+                Key=key(keys.account_pk(account_id), keys.ACCOUNT_SK),
+                UpdateExpression=f"SET {assignments}",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=assigned,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                raise AccountNotFound(account_id) from exc
+            raise storage_failure("update account", exc) from exc
+        return Account.model_validate(from_item(response["Attributes"]))
+
+    def apply(
+        self,
+        account_id: str,
+        posting: Posting,
+        last_op: LastOp,
+        *,
+        assumed_overdraft: Decimal,
+        now: datetime,
+    ) -> Account:
+        """Apply one posting: `ADD` the deltas and the version, `SET` the operation that
+        made this version. Conditions: the account exists, is active when the posting
+        needs it, and has the funds (`available >= needed - overdraft`, with the overdraft
+        the floor assumed pinned, so a changed limit refuses instead of overspending)."""
+        deltas = {
+            "balance": posting.balance,
+            "available": posting.available,
+            "used": posting.used,
+            "total": posting.total,
+            "requests": Decimal(posting.requests),
+        }
+        adds = [f"{_FIGURES[name]} :{name}" for name, delta in deltas.items() if delta]
+        adds.append("version :one")
+        conditions = ["attribute_exists(pk)"]
+        names: dict[str, str] = {}
+        named: dict[str, Any] = {
+            **{name: delta for name, delta in deltas.items() if delta},
+            "one": 1,
+            "op": last_op,
+            "now": now,
+        }
+        if posting.total:
+            names["#total"] = "total"
+        if posting.require_active:
+            conditions.append("#status = :active")
+            names["#status"] = "status"
+            named["active"] = "active"
+        floor = posting.floor(assumed_overdraft)
+        if floor is not None:
+            conditions.append("available >= :floor AND overdraftLimit = :overdraft")
+            named.update(floor=floor, overdraft=assumed_overdraft)
+        request: dict[str, Any] = {
+            "TableName": self._table.name,
+            "Key": key(keys.account_pk(account_id), keys.ACCOUNT_SK),
+            "UpdateExpression": f"ADD {', '.join(adds)} SET lastOp = :op, updatedAt = :now",
+            "ConditionExpression": " AND ".join(conditions),
+            "ExpressionAttributeValues": values(**named),
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if names:
+            request["ExpressionAttributeNames"] = names
+        try:
+            response = self._table.client.update_item(**request)
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                image = old_image(exc)
+                raise ChangeRefused(Account.model_validate(image) if image else None) from exc
+            raise storage_failure("apply", exc) from exc
+        except UNKNOWN_OUTCOME_ERRORS as exc:
+            raise OutcomeUnknown(type(exc).__name__) from exc
+        try:
+            return Account.model_validate(from_item(response["Attributes"]))
+        except KeyError as exc:  # pragma: no cover - DynamoDB always answers ALL_NEW
+            raise StorageError("apply returned no item") from exc
