@@ -13,8 +13,9 @@ from typing import Any
 
 from devtools import template
 from devtools.memory_api_keys import InMemoryKeyIssuer
+from serverless_credits import wiring
 from serverless_credits.domain.commands import CreateAccountCommand
-from serverless_credits.ledger.provisioning import Tier, provision_account
+from serverless_credits.ledger.provisioning import Tier
 
 EVENTS_DIR = template.PROJECT_ROOT / "events"
 
@@ -117,7 +118,7 @@ def open_account(
 ) -> ApiAccount:
     """Provision an account with an API key (in-memory issuer) through the library, on the
     process's store, for calling the handlers as its owner."""
-    provisioned = provision_account(
+    provisioned = wiring.provisioner().provision_account(
         CreateAccountCommand(
             account_id=account_id, opening_balance=Decimal(opening_balance), **settings
         ),

@@ -35,9 +35,8 @@ from serverless_credits.domain.models import ApiKeyMapping  # noqa: E402
 from serverless_credits.ledger.operations import Ledger  # noqa: E402
 from serverless_credits.ledger.provisioning import (  # noqa: E402
     ApiKeyIssuer,
+    Provisioner,
     Tier,
-    issue_api_key,
-    provision_account,
 )
 
 HISTORY_DAYS = 6
@@ -77,7 +76,7 @@ def event_api_key_ids(events_dir: Path = EVENTS_DIR) -> list[str]:
 
 def map_api_key(api_key_id: str, account_id: str, plan: str) -> None:
     """Map a key id to an account without issuing a key (for the sample events' ids)."""
-    wiring.store().put_api_key_mapping(
+    wiring.store().catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id=api_key_id, account_id=account_id, plan=plan, created_at=datetime.now(UTC)
         )
@@ -120,9 +119,11 @@ def provision(
         opening_balance=opening_balance,
     )
     try:
-        provisioned = provision_account(command, tier, issuer=issuer, ledger=ledger)
+        provisioned = Provisioner(ledger, wiring.store().catalog).provision_account(
+            command, tier, issuer=issuer
+        )
     except AccountAlreadyExists:
-        key = issue_api_key(account_id, tier, issuer=issuer)
+        key = wiring.provisioner().issue_api_key(account_id, tier, issuer=issuer)
         return LocalAccount(account_id, plan, key.api_key_id, key.value.get_secret_value())
     if history:
         seed_history(ledger, clock, account_id)

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from devtools.api_events import api_event, invoke
 from devtools.memory_api_keys import InMemoryKeyIssuer
 from functions.balance.app import lambda_handler
+from serverless_credits import wiring
 from serverless_credits.config import Settings, get_settings
 from serverless_credits.domain.commands import CreateAccountCommand
 from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound
@@ -20,8 +21,6 @@ from serverless_credits.ledger.provisioning import (
     IssuedKey,
     ProvisioningError,
     Tier,
-    issue_api_key,
-    provision_account,
 )
 from serverless_credits.storage.store import CreditsStore
 
@@ -33,7 +32,7 @@ def command(account_id: str = "acct_new", **fields: Any) -> CreateAccountCommand
 def test_provisioning_creates_the_account_a_key_and_the_mapping(moto_store: CreditsStore) -> None:
     issuer = InMemoryKeyIssuer()
 
-    provisioned = provision_account(command(), Tier.PRO, issuer=issuer)
+    provisioned = wiring.provisioner().provision_account(command(), Tier.PRO, issuer=issuer)
 
     assert provisioned.tier is Tier.PRO
     assert provisioned.account.plan == "pro"
@@ -53,7 +52,7 @@ def test_provisioning_creates_the_account_a_key_and_the_mapping(moto_store: Cred
 
 def test_an_existing_account_is_not_provisioned_twice(moto_store: CreditsStore) -> None:
     issuer = InMemoryKeyIssuer()
-    provision_account(command(), Tier.FREE, issuer=issuer)
+    wiring.provisioner().provision_account(command(), Tier.FREE, issuer=issuer)
     issued: list[str] = []
     original = issuer.issue
 
@@ -64,7 +63,7 @@ def test_an_existing_account_is_not_provisioned_twice(moto_store: CreditsStore) 
 
     issuer.issue = spy  # type: ignore[method-assign]
     with pytest.raises(AccountAlreadyExists):
-        provision_account(command(), Tier.PRO, issuer=issuer)
+        wiring.provisioner().provision_account(command(), Tier.PRO, issuer=issuer)
     assert issued == []
 
 
@@ -72,12 +71,12 @@ def test_a_key_is_revoked_when_its_mapping_cannot_be_stored(
     moto_store: CreditsStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     issuer = InMemoryKeyIssuer()
-    provision_account(command(), Tier.FREE, issuer=issuer)
+    wiring.provisioner().provision_account(command(), Tier.FREE, issuer=issuer)
 
     def broken(_: Any) -> None:
         raise RuntimeError("table unavailable")
 
-    monkeypatch.setattr(moto_store, "put_api_key_mapping", broken)
+    monkeypatch.setattr(moto_store.catalog, "put_api_key_mapping", broken)
     keys: list[IssuedKey] = []
     original = issuer.issue
 
@@ -88,14 +87,14 @@ def test_a_key_is_revoked_when_its_mapping_cannot_be_stored(
     issuer.issue = remember  # type: ignore[method-assign]
 
     with pytest.raises(RuntimeError):
-        issue_api_key("acct_new", Tier.PRO, issuer=issuer)
+        wiring.provisioner().issue_api_key("acct_new", Tier.PRO, issuer=issuer)
     assert issuer.key_id_for(keys[0].value.get_secret_value()) is None
 
 
 def test_a_second_key_for_an_account(moto_store: CreditsStore) -> None:
     issuer = InMemoryKeyIssuer()
-    first = provision_account(command(), Tier.FREE, issuer=issuer)
-    second = issue_api_key("acct_new", Tier.PRO, issuer=issuer)
+    first = wiring.provisioner().provision_account(command(), Tier.FREE, issuer=issuer)
+    second = wiring.provisioner().issue_api_key("acct_new", Tier.PRO, issuer=issuer)
     assert second.api_key_id != first.api_key_id
     for key_id in (first.api_key_id, second.api_key_id):
         assert (
@@ -103,7 +102,7 @@ def test_a_second_key_for_an_account(moto_store: CreditsStore) -> None:
             == 200
         )
     with pytest.raises(AccountNotFound):
-        issue_api_key("acct_missing", Tier.FREE, issuer=issuer)
+        wiring.provisioner().issue_api_key("acct_missing", Tier.FREE, issuer=issuer)
 
 
 def test_revoking_a_key_in_memory() -> None:
@@ -151,7 +150,9 @@ def test_the_api_gateway_issuer_attaches_the_key_to_the_tiers_plan(
     get_settings.cache_clear()
     issuer = ApiGatewayKeyIssuer.from_settings()
 
-    provisioned = provision_account(command("acct_aws"), Tier.PRO, issuer=issuer)
+    provisioned = wiring.provisioner().provision_account(
+        command("acct_aws"), Tier.PRO, issuer=issuer
+    )
 
     client = boto3.client("apigateway", region_name="us-east-1")
     key = client.get_api_key(apiKey=provisioned.api_key_id, includeValue=True)

@@ -13,6 +13,7 @@ from serverless_credits.domain.models import utc_now
 from serverless_credits.ledger.materializer import Materializer
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.ledger.provisioning import Provisioner
 from serverless_credits.ledger.reconciler import Reconciler
 from serverless_credits.storage.store import CreditsStore
 
@@ -55,6 +56,11 @@ def ledger() -> Ledger:
 
 
 @functools.cache
+def provisioner() -> Provisioner:
+    return Provisioner(ledger(), store().catalog)
+
+
+@functools.cache
 def materializer() -> Materializer:
     credits = store()
     return Materializer(credits.idempotency, credits.entries, credits.usage, get_settings())
@@ -74,5 +80,5 @@ def reconciler() -> Reconciler:
 
 def reset() -> None:
     """Forget settings, clients and caches (tests change the environment between cases)."""
-    for cached in (get_settings, store, prices, ledger, materializer, reconciler):
+    for cached in (get_settings, store, prices, ledger, provisioner, materializer, reconciler):
         cached.cache_clear()

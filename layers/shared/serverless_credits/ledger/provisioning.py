@@ -16,12 +16,9 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
-from serverless_credits import wiring
 from serverless_credits.domain.commands import CreateAccountCommand
-from serverless_credits.domain.errors import AccountNotFound
 from serverless_credits.domain.models import Account, ApiKeyMapping, utc_now
 from serverless_credits.ledger.operations import Ledger
-from serverless_credits.storage.store import CreditsStore
 
 
 class Tier(StrEnum):
@@ -59,54 +56,57 @@ class ProvisionedAccount:
     api_key: SecretStr
 
 
-def issue_api_key(
-    account_id: str,
-    tier: Tier,
-    *,
-    issuer: ApiKeyIssuer,
-    store: CreditsStore | None = None,
-    clock: Callable[[], datetime] = utc_now,
-) -> IssuedKey:
-    """Issue a key for an existing account and map it to the account."""
-    store = store or wiring.store()
-    if store.accounts.get(account_id, consistent=True) is None:
-        raise AccountNotFound(account_id)
-    key = issuer.issue(account_id=account_id, tier=tier)
-    mapping = ApiKeyMapping(
-        api_key_id=key.api_key_id, account_id=account_id, plan=tier.value, created_at=clock()
-    )
-    try:
-        store.catalog.put_api_key_mapping(mapping)
-    except Exception:
-        issuer.revoke(key.api_key_id)  # no key without an account behind it
-        raise
-    return key
+class KeyMappings(Protocol):
+    def put_api_key_mapping(self, mapping: ApiKeyMapping) -> None: ...
 
 
-def provision_account(
-    command: CreateAccountCommand,
-    tier: Tier,
-    *,
-    issuer: ApiKeyIssuer,
-    ledger: Ledger | None = None,
-    store: CreditsStore | None = None,
-) -> ProvisionedAccount:
-    """Create an account on `tier` and give it an API key on that tier's usage plan."""
-    account = (ledger or wiring.ledger()).create_account(
-        command.model_copy(update={"plan": tier.value})
-    )
-    key = issue_api_key(account.account_id, tier, issuer=issuer, store=store)
-    return ProvisionedAccount(
-        account=account, tier=tier, api_key_id=key.api_key_id, api_key=key.value
-    )
+class Provisioner:
+    """Creates accounts with their keys, over a ledger and the API-key mappings."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        mappings: KeyMappings,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._ledger = ledger
+        self._mappings = mappings
+        self._clock = clock
+
+    def issue_api_key(self, account_id: str, tier: Tier, *, issuer: ApiKeyIssuer) -> IssuedKey:
+        """Issue a key for an existing account and map it to the account."""
+        self._ledger.account(account_id)  # AccountNotFound before any key exists
+        key = issuer.issue(account_id=account_id, tier=tier)
+        mapping = ApiKeyMapping(
+            api_key_id=key.api_key_id,
+            account_id=account_id,
+            plan=tier.value,
+            created_at=self._clock(),
+        )
+        try:
+            self._mappings.put_api_key_mapping(mapping)
+        except Exception:
+            issuer.revoke(key.api_key_id)  # no key without an account behind it
+            raise
+        return key
+
+    def provision_account(
+        self, command: CreateAccountCommand, tier: Tier, *, issuer: ApiKeyIssuer
+    ) -> ProvisionedAccount:
+        """Create an account on `tier` and give it an API key on that tier's usage plan."""
+        account = self._ledger.create_account(command.model_copy(update={"plan": tier.value}))
+        key = self.issue_api_key(account.account_id, tier, issuer=issuer)
+        return ProvisionedAccount(
+            account=account, tier=tier, api_key_id=key.api_key_id, api_key=key.value
+        )
 
 
 __all__ = [
     "ApiKeyIssuer",
     "IssuedKey",
+    "KeyMappings",
     "ProvisionedAccount",
+    "Provisioner",
     "ProvisioningError",
     "Tier",
-    "issue_api_key",
-    "provision_account",
 ]
