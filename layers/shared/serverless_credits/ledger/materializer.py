@@ -82,6 +82,8 @@ class Materializer:
         return failed
 
     def account(self, account_id: str, versions: Sequence[Account]) -> None:
+        if not versions:
+            return  # settings and status changes: no version, no entry
         head = self._entries.head(account_id)
         todo = sorted((v for v in versions if v.version > head.version), key=lambda v: v.version)
         if not todo:

@@ -233,7 +233,7 @@ class Ledger:
                 return entry
             if self._entries.head(account_id).version >= sequence or time.monotonic() > deadline:
                 raise TransactionNotFound(transaction_id)
-            account = self._accounts.get(account_id)
+            account = self._accounts.get(account_id, consistent=True)
             if account is None or account.version < sequence:
                 raise TransactionNotFound(transaction_id)
             self._sleep(delay)

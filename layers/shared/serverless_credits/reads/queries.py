@@ -138,10 +138,13 @@ class BalancesView(CamelModel):
 
 
 class TransactionView(CamelModel):
-    id: str = Field(description="Transaction id: time-sortable and unique per account")
+    id: str = Field(description="Transaction id: txn_<sequence>_<operation>, unique")
     type: EntryType
     amount: Credits = Field(description="Signed: negative for debits")
     balance_after: Credits
+    available_after: Credits | None = Field(
+        default=None, description="available (balance - reserved) after this entry"
+    )
     sequence: int = Field(description="Gapless per-account sequence number")
     description: str = ""
     reference: str | None = None
@@ -150,6 +153,7 @@ class TransactionView(CamelModel):
     quantity: Credits | None = None
     endpoint: str | None = None
     refund_of: str | None = None
+    actor: str | None = Field(default=None, description="Who made an operator's change")
     created_at: AwareDatetime
 
 
@@ -299,6 +303,7 @@ def _transaction(entry: LedgerEntry) -> TransactionView:
         type=entry.type,
         amount=normalize(entry.amount),
         balance_after=normalize(entry.balance_after),
+        available_after=_n(entry.available_after),
         sequence=entry.sequence,
         description=entry.description,
         reference=entry.reference,
@@ -307,6 +312,7 @@ def _transaction(entry: LedgerEntry) -> TransactionView:
         quantity=_n(entry.quantity),
         endpoint=entry.endpoint,
         refund_of=entry.refund_of,
+        actor=entry.actor,
         created_at=entry.created_at,
     )
 
