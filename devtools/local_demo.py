@@ -2,12 +2,15 @@
 
 Reads `.local/stack.json`, charges the demo account a few billable calls through the Debit
 function (the shared client over the local Lambda Invoke API, as another Lambda would), and
-shows over the HTTP API the balance going down and the ledger and today's stats filling.
+shows over the HTTP API the balance going down at once, then the ledger and today's stats
+filling once the stack's stream consumer has run the MaterializerFunction (it waits for that,
+with a deadline, and says how long it took).
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
@@ -26,6 +29,7 @@ mount_layers()
 from devtools.local_stack import DEFAULT_STATE_FILE, running_stack  # noqa: E402
 from serverless_credits.integrations.client import CreditsClient  # noqa: E402
 
+LEDGER_DEADLINE = 15.0  # seconds to wait for the last charge's ledger entry
 CALLS = (
     ("sms", 1, "/v1/sms/send"),
     ("voice_call_minute", 2, "/v1/calls"),
@@ -65,6 +69,7 @@ def run(stack: dict[str, Any]) -> list[str]:
     calls_before = _get(stack, "/v1/credits/stats", days=1)["totalCalls"]
     lines.append(f"Balance of {account}: {before['balance']} credits")
     credits = client_for(stack)
+    last_charge = ""
     for action, quantity, endpoint in CALLS:
         charged = credits.debit(
             account_id=account,
@@ -78,18 +83,44 @@ def run(stack: dict[str, Any]) -> list[str]:
             f"  charged {action} x {quantity}: -{charged.amount} -> balance {charged.balance_after}"
             f"  ({charged.transaction_id})"
         )
+        last_charge = charged.transaction_id
+    charged_at = time.monotonic()
     after = _get(stack, "/v1/credits/balance")
     lines.append(f"Balance now: {after['balance']} credits (used {after['used']} in all)")
-    lines.append("Latest ledger entries:")
-    for entry in _get(stack, "/v1/credits/transactions", limit=len(CALLS))["data"]:
+    latest = _wait_for_entry(stack, last_charge, charged_at + LEDGER_DEADLINE)
+    lag = time.monotonic() - charged_at
+    lines.append(
+        f"Latest ledger entries (from the stream, {lag * 1000:.0f} ms after the last charge):"
+    )
+    for entry in latest:
         lines.append(
             f"  {entry['createdAt']}  {entry['type']:<7} {entry['amount']:>8}  "
             f"-> {entry['balanceAfter']}  {entry['description']}"
         )
     stats = _get(stack, "/v1/credits/stats", days=1)
+    while (
+        stats["totalCalls"] < calls_before + len(CALLS)
+        and time.monotonic() < charged_at + LEDGER_DEADLINE
+    ):
+        time.sleep(0.05)  # usage is counted in the same materializer batch, just after
+        stats = _get(stack, "/v1/credits/stats", days=1)
     lines.append(f"Today's calls: {calls_before} -> {stats['totalCalls']}")
     lines.append(f"Calls by endpoint over the last day: {stats['byEndpoint']}")
     return lines
+
+
+def _wait_for_entry(stack: dict[str, Any], transaction_id: str, deadline: float) -> list[Any]:
+    """The latest entries once `transaction_id`'s is among them (the materializer wrote it)."""
+    while True:
+        entries: list[Any] = _get(stack, "/v1/credits/transactions", limit=len(CALLS))["data"]
+        if any(entry["id"] == transaction_id for entry in entries):
+            return entries
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"{transaction_id} has no ledger entry after {LEDGER_DEADLINE} s: is the stack's "
+                "stream consumer running (see the `make run` log)?"
+            )
+        time.sleep(0.05)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,11 @@
 """Accounts, API keys and demo history for the local stack, through the library.
 
 Everything goes through `serverless_credits` (provisioning, the ledger's commands), as an
-operator's tool would: no item is written by hand. Keys come from
+operator's tool would: no item is written by hand. The history's ledger entries come from
+the table's stream, as every entry does: `provision` waits for the materializer (the local
+stack's stream consumer, or a poller of its own) where the history needs an entry to exist
+(a refund names its debit) and once at the end, so the seeded account is complete when it
+returns. Keys come from
 `devtools.memory_api_keys.InMemoryKeyIssuer`, which the local gateway reads as its key
 store. The shared layer's directory is mounted first, so `python -m devtools.local_stack`
 needs no PYTHONPATH.
@@ -10,6 +14,7 @@ needs no PYTHONPATH.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +26,7 @@ from devtools.local_lambda import mount_layers
 mount_layers()
 
 from devtools.memory_api_keys import InMemoryKeyIssuer  # noqa: E402
+from devtools.streams import materializer_poller  # noqa: E402
 from serverless_credits import wiring  # noqa: E402 - after the layer is mounted
 from serverless_credits.config import get_settings  # noqa: E402
 from serverless_credits.domain.commands import (  # noqa: E402
@@ -41,6 +47,8 @@ from serverless_credits.ledger.provisioning import (  # noqa: E402
 
 HISTORY_DAYS = 6
 EVENTS_DIR = template.PROJECT_ROOT / "events"
+
+Materialize = Callable[[], object]
 
 
 class _Clock:
@@ -103,9 +111,13 @@ def provision(
     issuer: ApiKeyIssuer,
     opening_balance: Decimal = Decimal(0),
     history: bool = False,
+    materialize: Materialize | None = None,
 ) -> LocalAccount:
     """Create the account and its key through `provisioning` (with a few days of history if
     asked). An account that exists already (a reused table) keeps its data and gets a new key.
+
+    `materialize` brings the ledger up to date with the stream (the local stack passes its
+    stream consumer's); without one, a poller of the process's table does it.
     """
     tier = Tier(plan)
     clock = _Clock(datetime.now(UTC) - timedelta(days=HISTORY_DAYS) if history else None)
@@ -126,7 +138,7 @@ def provision(
         key = wiring.provisioner().issue_api_key(account_id, tier, issuer=issuer)
         return LocalAccount(account_id, plan, key.api_key_id, key.value.get_secret_value())
     if history:
-        seed_history(ledger, clock, account_id)
+        seed_history(ledger, clock, account_id, materialize or _poller_of_the_table())
     return LocalAccount(
         account_id, plan, provisioned.api_key_id, provisioned.api_key.get_secret_value()
     )
@@ -146,8 +158,14 @@ DEMO_CALLS: tuple[tuple[float, str, int, str], ...] = (
 )
 
 
-def seed_history(ledger: Ledger, clock: _Clock, account_id: str) -> None:
-    """A purchase, a grant, billable calls over several days, a refund and a correction."""
+def _poller_of_the_table() -> Materialize:
+    credits = wiring.store()
+    return materializer_poller(credits.client, credits.table_name).drain
+
+
+def seed_history(ledger: Ledger, clock: _Clock, account_id: str, materialize: Materialize) -> None:
+    """A purchase, a grant, billable calls over several days, a refund and a correction,
+    each at its time in the past (the clock); the ledger is materialized when it returns."""
     ledger.top_up(
         CreditCommand(
             account_id=account_id,
@@ -183,6 +201,7 @@ def seed_history(ledger: Ledger, clock: _Clock, account_id: str) -> None:
         )
         first_call = first_call or result.transaction_id
     clock.advance(hours=1)
+    materialize()  # the refund reads its debit's ledger entry
     ledger.refund(
         RefundCommand(
             account_id=account_id,
@@ -209,3 +228,4 @@ def seed_history(ledger: Ledger, clock: _Clock, account_id: str) -> None:
             reason="Goodwill credit reversed",
         )
     )
+    materialize()

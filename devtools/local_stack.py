@@ -5,6 +5,10 @@ demo account with an API key and some history, then serves
 - the HTTP API as API Gateway would (`devtools.local_gateway`) on http://127.0.0.1:3000, and
 - Lambda's Invoke API for every function (`devtools.local_lambda`) on http://127.0.0.1:3001,
 with the handlers running in this process under the template's environment, until Ctrl-C.
+A background thread polls the table's stream (DynamoDB Local serves DynamoDB Streams) and
+feeds each batch to the MaterializerFunction, as its event source mapping in template.yaml
+would (same filter, batch size and event shape): ledger entries and usage appear shortly
+after a debit, as on AWS (`devtools.streams`).
 Once ready it writes `.local/stack.json` (apiUrl, lambdaEndpoint, apiKey, accountId,
 dynamodbEndpoint, tableName, ...) for scripts and tools, and removes it on exit.
 
@@ -42,6 +46,7 @@ from devtools.local_lambda import (
     FunctionRuntime,
     lambda_invoke_app,
 )
+from devtools.streams import StreamPoller, streams_client_for
 
 LOGGER = logging.getLogger("devtools.local_stack")
 DEFAULT_STATE_FILE = template.PROJECT_ROOT / ".local" / "stack.json"
@@ -49,6 +54,8 @@ DEMO_ACCOUNT_ID = "acct_demo"
 API_ID = "CreditsApi"
 # DynamoDB Local's usual port, which env.json (sam local invoke) points at; any other works.
 PREFERRED_DYNAMODB_PORT = 8000
+# How often an idle stream poller looks for new records (the ledger's local lag, at most).
+STREAM_POLL_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class StackSettings:
     demo_account_id: str = DEMO_ACCOUNT_ID
     demo_plan: str = "pro"
     state_file: Path | None = DEFAULT_STATE_FILE
+    stream_poll_interval: float = STREAM_POLL_INTERVAL
 
 
 class _Server:
@@ -86,6 +94,62 @@ class _Server:
             self.server.shutdown()
             self._thread.join(timeout=10)
         self.server.server_close()
+
+
+class _StreamConsumer:
+    """One stream event source of the template (the MaterializerFunction's): a poller on the
+    table's stream delivering to the function through the local runtime, on its own thread."""
+
+    def __init__(
+        self,
+        source: template.StreamSource,
+        runtime: FunctionRuntime,
+        dynamodb: Any,
+        table_name: str,
+        interval: float,
+    ) -> None:
+        self.source = source
+        self.interval = interval
+        self._runtime = runtime
+        self.poller = StreamPoller(
+            dynamodb,
+            streams_client_for(dynamodb),
+            table_name,
+            self.deliver,
+            key_prefix=None,
+            batch_size=source.batch_size,
+            region=LOCAL_REGION,
+            filters=source.filters,
+            starting_position=source.starting_position,
+            max_retry_attempts=source.maximum_retry_attempts,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self.poller.run,
+            args=(self._stop,),
+            kwargs={"interval": interval},
+            name=f"stream:{source.function}",
+            daemon=True,
+        )
+
+    def deliver(self, event: dict[str, Any]) -> Any:
+        """Invoke the function as Lambda's event source mapping does. A function error
+        fails the whole batch (Lambda retries it from its first record)."""
+        invocation = self._runtime.invoke(self.source.function, event)
+        if invocation.failed:
+            first = event["Records"][0]["dynamodb"]["SequenceNumber"]
+            return {"batchItemFailures": [{"itemIdentifier": first}]}
+        if not self.source.partial_batch_response:
+            return None
+        return invocation.json()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
 
 def _table_name(parameters: Mapping[str, str]) -> str:
@@ -112,6 +176,7 @@ class LocalStack:
         self.gateway: LocalGateway | None = None
         self._dynamodb: dynamodb_local.DynamoDBLocal | None = None
         self._servers: list[_Server] = []
+        self.consumers: list[_StreamConsumer] = []
         self._saved_environment: dict[str, str | None] = {}
         self._state_written = False
 
@@ -165,6 +230,17 @@ class LocalStack:
                 "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
             }
         )
+        # The stream consumers run before the demo's history is seeded (it waits for them).
+        for source in template.stream_sources():
+            if source.table != "CreditsTable":
+                continue
+            self.consumers.append(
+                _StreamConsumer(
+                    source, runtime, client, self.table_name, settings.stream_poll_interval
+                )
+            )
+        for consumer in self.consumers:
+            consumer.start()
         self.demo = self.seed_demo()
         for server in self._servers:
             server.start()
@@ -172,6 +248,9 @@ class LocalStack:
             self._write_state(settings.state_file)
 
     def stop(self) -> None:
+        for consumer in self.consumers:
+            consumer.stop()
+        self.consumers = []
         for server in self._servers:
             server.stop()
         self._servers = []
@@ -220,6 +299,10 @@ class LocalStack:
             "dynamodbEndpoint": self.dynamodb_endpoint,
             "tableName": self.table_name,
             "functions": sorted(self.runtime.specs),
+            "streamConsumers": [
+                {"function": c.source.function, "pollIntervalSeconds": c.interval}
+                for c in self.consumers
+            ],
             "routes": [
                 {"method": r.method, "path": r.path, "function": r.function} for r in gateway_routes
             ],
@@ -255,6 +338,12 @@ class LocalStack:
         self._saved_environment = {}
         local_seed.reset_service()
 
+    def materialize(self) -> int:
+        """Deliver everything the stream holds now, synchronously (the background threads
+        would, within a poll interval): the records delivered. For seeding and tests that
+        need the ledger to have caught up before they go on."""
+        return sum(consumer.poller.drain() for consumer in self.consumers)
+
     # ------------------------------------------------------------ accounts and keys
     def add_account(
         self,
@@ -273,6 +362,7 @@ class LocalStack:
             issuer=self.keys,
             opening_balance=opening_balance,
             history=history,
+            materialize=self.materialize,
         )
 
     def seed_demo(self) -> local_seed.LocalAccount:
@@ -390,6 +480,11 @@ def banner(stack: LocalStack) -> str:
         f"(functions: {', '.join(description['functions'])})",
         f"  DynamoDB Local:        {description['dynamodbEndpoint']}  "
         f"(table {description['tableName']})",
+        *(
+            f"  Stream -> {c['function']}:  polled every {c['pollIntervalSeconds']} s "
+            "(ledger entries and usage appear shortly after a debit)"
+            for c in description["streamConsumers"]
+        ),
         f"  Demo account:          {description['accountId']}  (plan {description['plan']})",
         f"  API key:               {key}",
     ]
@@ -412,6 +507,9 @@ def banner(stack: LocalStack) -> str:
         "  # charge credits as another Lambda would (Lambda Invoke API):",
         f"  curl -s -X POST {description['lambdaEndpoint']}/2015-03-31/functions/DebitFunction"
         f"/invocations -d '{debit}'",
+        "  # reconcile an account's ledger with its balance now (also daily on AWS):",
+        f"  curl -s -X POST {description['lambdaEndpoint']}/2015-03-31/functions/ReconcilerFunction"
+        f"""/invocations -d '{{"accountId": "{description["accountId"]}"}}'""",
         "  # or watch a few debits move the balance, ledger and stats:",
         "  .venv/bin/python -m devtools.local_demo",
         "",

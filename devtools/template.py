@@ -7,6 +7,7 @@ routes from here instead of copying them.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,48 @@ def functions(substitutions: dict[str, str] | None = None) -> dict[str, Function
             events=properties.get("Events", {}),
         )
     return specs
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """A function's `Type: DynamoDB` event (an event source mapping on a table's stream)."""
+
+    function: str
+    event: str
+    table: str  # the table's logical id (`Stream: !GetAtt <Table>.StreamArn`)
+    batch_size: int
+    starting_position: str
+    maximum_retry_attempts: int | None
+    partial_batch_response: bool
+    filters: tuple[dict[str, Any], ...]  # FilterCriteria's patterns, parsed
+
+
+def stream_sources(template: dict[str, Any] | None = None) -> list[StreamSource]:
+    """Every DynamoDB stream event source of every function, in template order."""
+    document = template or load_template()
+    found: list[StreamSource] = []
+    for logical_id, definition in document["Resources"].items():
+        if definition.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event_name, event in definition["Properties"].get("Events", {}).items():
+            if event.get("Type") != "DynamoDB":
+                continue
+            properties = event["Properties"]
+            stream = properties["Stream"]
+            table = stream["Fn::GetAtt"][0] if isinstance(stream, dict) else str(stream)
+            patterns = properties.get("FilterCriteria", {}).get("Filters", [])
+            retries = properties.get("MaximumRetryAttempts")
+            found.append(
+                StreamSource(
+                    function=logical_id,
+                    event=event_name,
+                    table=table,
+                    batch_size=int(properties.get("BatchSize", 100)),
+                    starting_position=str(properties.get("StartingPosition", "LATEST")),
+                    maximum_retry_attempts=None if retries in (None, -1) else int(retries),
+                    partial_batch_response="ReportBatchItemFailures"
+                    in properties.get("FunctionResponseTypes", []),
+                    filters=tuple(json.loads(f["Pattern"]) for f in patterns),
+                )
+            )
+    return found

@@ -22,7 +22,7 @@ from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack, StackSettings
 from serverless_credits.integrations.client import CreditsClient
 from serverless_credits.storage.store import CreditsStore
-from tests.e2e.support import FREE_PLAN, Api
+from tests.e2e.support import FREE_PLAN, Api, wait_for_ledger
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
@@ -72,7 +72,12 @@ def api_for(stack: LocalStack) -> Callable[[LocalAccount | None], Api]:
 
 
 @pytest.fixture
-def demo_api(api_for: Callable[[LocalAccount | None], Api], demo: LocalAccount) -> Api:
+def demo_api(
+    api_for: Callable[[LocalAccount | None], Api], demo: LocalAccount, store: CreditsStore
+) -> Api:
+    """The demo account's API, once its ledger has caught up with earlier tests' writes
+    (entries come from the stream: a test reading "before" figures must not race them)."""
+    wait_for_ledger(store, demo.account_id)
     return api_for(demo)
 
 

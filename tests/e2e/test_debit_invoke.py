@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from devtools.local_seed import LocalAccount
 from serverless_credits.domain.errors import IdempotencyConflict, InsufficientCredits
 from serverless_credits.integrations.client import CreditsClient
-from tests.e2e.support import Api
+from tests.e2e.support import Api, eventually
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
@@ -43,17 +43,33 @@ def test_a_debit_through_the_client_moves_balance_ledger_and_stats(
         metadata={"callId": "c-1"},
     )
 
+    # The balance is exact at once; the ledger and usage follow from the stream.
     after = demo_api.json("/v1/credits/balance")
     assert result.amount == 6  # voice_call_minute = 3 credits per minute
     assert Decimal(str(after["balance"])) == Decimal(str(before["balance"])) - 6
     assert Decimal(str(after["balance"])) == result.balance_after
-    latest = demo_api.json("/v1/credits/transactions", limit=1)["data"][0]
-    assert latest["id"] == result.transaction_id
+    latest = eventually(
+        lambda: newest_entry_if(demo_api, result.transaction_id), what="the debit's entry"
+    )
     assert latest["amount"] == -6
     assert latest["metadata"] == {"callId": "c-1"}
-    stats = demo_api.json("/v1/credits/stats", days=1)
+    stats = eventually(
+        lambda: counted(demo_api, stats_before["totalCalls"] + 1), what="the call in the stats"
+    )
     assert stats["totalCalls"] == stats_before["totalCalls"] + 1
     assert Decimal(str(stats["totalUsed"])) == Decimal(str(stats_before["totalUsed"])) + 6
+
+
+def newest_entry_if(api: Api, transaction_id: str) -> dict[str, Any] | None:
+    """The newest ledger entry once it is `transaction_id`'s (None until then)."""
+    data = api.json("/v1/credits/transactions", limit=1)["data"]
+    return data[0] if data and data[0]["id"] == transaction_id else None
+
+
+def counted(api: Api, calls: int) -> dict[str, Any] | None:
+    """Today's stats once they count `calls` calls."""
+    stats: dict[str, Any] = api.json("/v1/credits/stats", days=1)
+    return stats if stats["totalCalls"] >= calls else None
 
 
 def test_a_repeat_replays_and_a_changed_repeat_conflicts(

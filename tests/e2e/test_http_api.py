@@ -17,7 +17,8 @@ import requests
 from devtools import template
 from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack
-from tests.e2e.support import FREE_PLAN, Api
+from serverless_credits.domain.operations import sequence_of
+from tests.e2e.support import FREE_PLAN, Api, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +87,8 @@ def test_transactions_page_by_cursor_and_by_offset_alike(demo_api: Api) -> None:
     assert len(ids) >= 14  # the seeded history: purchases, a grant, calls, a refund...
     assert len(set(ids)) == len(ids)
     assert ids == [entry["id"] for entry in by_offset]
-    assert ids == sorted(ids, reverse=True)  # most recent first
+    # Most recent first: transaction ids are txn_<sequence>_<hex>.
+    assert ids == sorted(ids, key=lambda id_: sequence_of(id_) or 0, reverse=True)
     # Each entry's balanceAfter follows from the one before it.
     chronological = list(reversed(by_cursor))
     for previous, entry in itertools.pairwise(chronological):
@@ -226,6 +228,6 @@ def test_each_account_sees_only_its_own_ledger(
     account = new_account(balance=Decimal(42))
     api = api_for(account)
 
-    entries = all_transactions(api)
+    entries = eventually(lambda: all_transactions(api), what="the opening balance's entry")
     assert [entry["amount"] for entry in entries] == [42]
     assert api.json("/v1/credits/balance")["balance"] == 42

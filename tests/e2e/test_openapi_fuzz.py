@@ -23,6 +23,7 @@ from devtools import template
 from devtools.local_seed import LocalAccount
 from devtools.local_stack import LocalStack
 from serverless_credits.storage.store import CreditsStore
+from tests.e2e.support import wait_for_ledger
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +50,7 @@ def ledger_state(store: CreditsStore, account_id: str) -> tuple[Any, ...]:
 def test_the_api_keeps_its_documented_contract(
     case: schemathesis.Case[Any], stack: LocalStack, demo: LocalAccount, store: CreditsStore
 ) -> None:
+    wait_for_ledger(store, demo.account_id)  # earlier tests' entries may still be on their way
     before = ledger_state(store, demo.account_id)
 
     case.call_and_validate(

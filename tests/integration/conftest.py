@@ -3,14 +3,16 @@ checking the invariants SPEC.md lists under "Ledger rules"."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
 
-from devtools.streams import materializer_poller
+from devtools.streams import StreamPoller, materializer_poller
 from serverless_credits.domain.models import Account, DailyUsage, EntryType, LedgerEntry, utc_now
 from serverless_credits.storage.store import CreditsStore
 
@@ -64,10 +66,16 @@ class LedgerAudit:
         assert len({e.transaction_id for e in entries}) == len(entries)
         return snapshot
 
-    def usage(self, account_id: str) -> DailyUsage:
-        """The account's usage summed over yesterday and today (a run may cross midnight)."""
+    def usage(
+        self, account_id: str, first: date | None = None, last: date | None = None
+    ) -> DailyUsage:
+        """The account's usage summed over yesterday and today (a run may cross midnight),
+        or over `first`..`last` (tests on a settable clock)."""
+        self.materialize()
         today = utc_now().date()
-        rows = self.store.usage.daily(account_id, today - timedelta(days=1), today)
+        last = last or today
+        first = first or min(last, today) - timedelta(days=1)
+        rows = self.store.usage.daily(account_id, first, last)
         total = DailyUsage(day=today)
         for row in rows:
             total = total.model_copy(
@@ -89,3 +97,43 @@ def local_materialize(local_store: CreditsStore) -> Callable[[], int]:
 @pytest.fixture
 def audit(local_store: CreditsStore, local_materialize: Callable[[], int]) -> LedgerAudit:
     return LedgerAudit(local_store, local_materialize)
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Poll `predicate` until it holds, or fail after `timeout` seconds (never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class BackgroundMaterializer:
+    """The Materializer function running beside the test, as it does in AWS (and in
+    `make run`): a stream poller in a thread. `stop()` before auditing, so that the audit's
+    own drain (a second consumer reading from the start of the stream) is a pure redelivery."""
+
+    poller: StreamPoller
+    _stop: threading.Event
+    _thread: threading.Thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the stream poller did not stop"
+
+
+@pytest.fixture
+def background_materializer(local_store: CreditsStore) -> Iterator[BackgroundMaterializer]:
+    poller = materializer_poller(local_store.client, local_store.table_name)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=poller.run, args=(stop,), kwargs={"interval": 0.01}, daemon=True
+    )
+    thread.start()
+    running = BackgroundMaterializer(poller, stop, thread)
+    yield running
+    running.stop()

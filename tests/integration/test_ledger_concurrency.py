@@ -121,3 +121,71 @@ def test_concurrent_debits_never_overspend_and_keep_the_ledger_exact(
     assert usage.credits_used == spent
     assert usage.calls - usage.failed == len(debits)
     assert usage.failed == len(declined)
+
+
+ACCOUNTS = 4
+THREADS_PER_ACCOUNT = 4
+DEBITS_PER_WORKER = 30
+SEVERAL_OPENING = Decimal(25)
+
+
+def test_concurrent_debits_on_several_accounts_keep_each_ledger_exact(
+    local_store: CreditsStore, audit: LedgerAudit
+) -> None:
+    """Threads debit four accounts at once (each account on several threads, each thread on
+    one account): the accounts' chains never mix, none is overspent."""
+    accounts = [f"acct_many_{n}" for n in range(ACCOUNTS)]
+    shared = wiring.ledger()
+    for account_id in accounts:
+        shared.create_account(
+            CreateAccountCommand(account_id=account_id, opening_balance=SEVERAL_OPENING)
+        )
+    workers = [(account_id, n) for account_id in accounts for n in range(THREADS_PER_ACCOUNT)]
+    start = threading.Barrier(len(workers))
+
+    def work(account_id: str, worker: int) -> WorkerOutcome:
+        ledger = (
+            shared
+            if worker % 2
+            else wiring.build_ledger(local_store, PriceCatalog(local_store.catalog, 60))
+        )
+        outcome = WorkerOutcome()
+        start.wait()
+        for number in range(DEBITS_PER_WORKER):
+            amount = AMOUNTS[(worker + number) % len(AMOUNTS)]
+            command = DebitCommand(
+                account_id=account_id,
+                idempotency_key=f"w{worker}-d{number}",  # the same keys on every account
+                amount=amount,
+            )
+            try:
+                outcome.charged.append((amount, ledger.debit(command)))
+            except InsufficientCredits as declined:
+                outcome.declined.append(declined)
+            except ServiceBusy:
+                outcome.busy += 1
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        futures = {pool.submit(work, *worker): worker[0] for worker in workers}
+        by_account: dict[str, list[WorkerOutcome]] = {a: [] for a in accounts}
+        for future, account_id in futures.items():
+            by_account[account_id].append(future.result())
+
+    for account_id, outcomes in by_account.items():
+        charged = [pair for outcome in outcomes for pair in outcome.charged]
+        declined = sum(len(outcome.declined) for outcome in outcomes)
+        assert sum(outcome.busy for outcome in outcomes) == 0
+        assert len(charged) + declined == THREADS_PER_ACCOUNT * DEBITS_PER_WORKER
+        assert charged, account_id
+        assert declined, account_id
+        spent = sum((amount for amount, _ in charged), Decimal(0))
+        snapshot = audit.check(account_id)
+        assert snapshot.account.balance == SEVERAL_OPENING - spent >= 0
+        assert {e.transaction_id for e in snapshot.of_type(EntryType.DEBIT)} == {
+            result.transaction_id for _, result in charged
+        }
+        assert all(e.account_id == account_id for e in snapshot.entries)
+        usage = audit.usage(account_id)
+        assert (usage.calls, usage.failed) == (len(charged) + declined, declined)
+        assert usage.credits_used == spent

@@ -6,10 +6,13 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devtools import dynamodb_local, local_gateway, local_seed, local_stack, template
+from devtools.local_lambda import Invocation
+from devtools.streams import StreamPoller, matches_pattern
 
 
 def test_defaults_are_the_documented_ports_and_files(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,3 +134,161 @@ def test_a_taken_port_fails_before_anything_starts() -> None:
 def test_running_stack_explains_when_there_is_none(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="make run"):
         local_stack.running_stack(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------- the stream consumer
+def test_the_stream_event_sources_come_from_the_template() -> None:
+    (source,) = template.stream_sources()
+
+    assert (source.function, source.table) == ("MaterializerFunction", "CreditsTable")
+    assert source.starting_position == "TRIM_HORIZON"
+    assert source.batch_size == 100
+    assert source.maximum_retry_attempts == 20
+    assert source.partial_batch_response
+    assert source.filters == ({"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "ACCOUNT#"}]}}}},)
+
+
+def _record(pk: str, position: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "eventID": str(position),
+        "eventName": "MODIFY",
+        "dynamodb": {
+            "Keys": {"pk": {"S": pk}, "sk": {"S": "ACCOUNT"}},
+            "SequenceNumber": f"{position:021d}",
+            **extra,
+        },
+    }
+
+
+def test_filters_match_records_as_lambda_event_filtering_does() -> None:
+    (source,) = template.stream_sources()
+    (accounts,) = source.filters
+
+    assert matches_pattern(accounts, _record("ACCOUNT#acct_1", 1))
+    assert not matches_pattern(accounts, _record("LEDGER#acct_1", 2))
+    assert not matches_pattern(accounts, {"dynamodb": {"Keys": {}}})
+    assert matches_pattern({"eventName": ["INSERT", "MODIFY"]}, _record("ACCOUNT#a", 3))
+    assert not matches_pattern({"eventName": [{"anything-but": "MODIFY"}]}, _record("x", 4))
+    assert matches_pattern({"dynamodb": {"OldImage": [{"exists": False}]}}, _record("x", 5))
+    assert not matches_pattern({"dynamodb": {"OldImage": [{"exists": True}]}}, _record("x", 6))
+    with pytest.raises(ValueError, match="not supported"):
+        matches_pattern({"eventName": [{"numeric": [">", 1]}]}, _record("x", 7))
+
+
+class _FakeStream:
+    """One shard of a table's stream, as DynamoDB Local's Streams API serves it."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        self.records = records
+
+    def describe_table(self, TableName: str) -> dict[str, Any]:
+        return {"Table": {"LatestStreamArn": f"arn:stream/{TableName}"}}
+
+    def describe_stream(self, StreamArn: str) -> dict[str, Any]:
+        return {"StreamDescription": {"Shards": [{"ShardId": "shard-1"}]}}
+
+    def get_shard_iterator(self, **request: Any) -> dict[str, Any]:
+        if request["ShardIteratorType"] == "AT_SEQUENCE_NUMBER":
+            return {"ShardIterator": str(int(request["SequenceNumber"]))}
+        return {"ShardIterator": "0"}
+
+    def get_records(self, ShardIterator: str, Limit: int) -> dict[str, Any]:
+        start = int(ShardIterator)
+        batch = [r for r in self.records if int(r["dynamodb"]["SequenceNumber"]) >= start][:Limit]
+        following = int(batch[-1]["dynamodb"]["SequenceNumber"]) + 1 if batch else start
+        return {"Records": batch, "NextShardIterator": str(following)}
+
+
+def test_the_poller_retries_a_failed_record_then_gives_it_up_as_lambda_does() -> None:
+    keys = ["ACCOUNT#a", "LEDGER#a", "ACCOUNT#b", "ACCOUNT#c"]
+    stream = _FakeStream([_record(pk, position) for position, pk in enumerate(keys, start=1)])
+    delivered: list[list[int]] = []
+    given_up: list[list[int]] = []
+
+    def handler(event: dict[str, Any]) -> dict[str, Any]:
+        positions = [int(r["dynamodb"]["SequenceNumber"]) for r in event["Records"]]
+        delivered.append(positions)
+        failed = [
+            {"itemIdentifier": r["dynamodb"]["SequenceNumber"]}
+            for r in event["Records"]
+            if r["dynamodb"]["Keys"]["pk"]["S"] == "ACCOUNT#b"
+        ]
+        return {"batchItemFailures": failed}
+
+    (source,) = template.stream_sources()
+    poller = StreamPoller(
+        stream,
+        stream,
+        "credits",
+        handler,
+        key_prefix=None,
+        filters=source.filters,
+        max_retry_attempts=2,
+        on_give_up=lambda records: given_up.append(
+            [int(r["dynamodb"]["SequenceNumber"]) for r in records]
+        ),
+    )
+
+    poller.drain()
+
+    # The ledger item is filtered out; the batch fails at 3, is retried from 3 twice, then
+    # the failed records go to the on-failure hook and the stream moves on.
+    assert delivered == [[1, 3, 4], [3, 4], [3, 4]]
+    assert given_up == [[3, 4]]
+    assert poller.poll() == 0
+    stream.records.append(_record("ACCOUNT#d", 5))
+    assert poller.poll() == 1
+    assert delivered[-1] == [5]
+
+
+def test_the_stack_delivers_to_the_function_and_a_function_error_fails_the_batch() -> None:
+    class Runtime:
+        def __init__(self) -> None:
+            self.result = Invocation("r-1", b'{"batchItemFailures": []}')
+            self.events: list[Any] = []
+
+        def invoke(self, name: str, event: Any) -> Invocation:
+            self.events.append((name, event))
+            return self.result
+
+    runtime = Runtime()
+    (source,) = template.stream_sources()
+    dynamodb = dynamodb_local.client_for("http://127.0.0.1:9")  # never contacted
+    consumer = local_stack._StreamConsumer(
+        source,
+        runtime,  # type: ignore[arg-type]
+        dynamodb,
+        "credits",
+        interval=0.1,
+    )
+    event = {"Records": [_record("ACCOUNT#a", 7), _record("ACCOUNT#a", 8)]}
+
+    assert consumer.deliver(event) == {"batchItemFailures": []}
+    assert runtime.events == [("MaterializerFunction", event)]
+    runtime.result = Invocation("r-2", b'{"errorMessage": "boom"}', "Unhandled")
+    assert consumer.deliver(event) == {
+        "batchItemFailures": [{"itemIdentifier": "000000000000000000007"}]
+    }
+    assert consumer.poller.filters == source.filters
+    assert consumer.poller.max_retry_attempts == 20
+
+
+def test_a_page_of_filtered_out_records_does_not_end_a_drain() -> None:
+    """A materialized batch writes ledger, usage and record items: pages of the stream may
+    hold nothing the filter lets through, and the account changes after them still count."""
+    keys = ["LEDGER#a", "USAGE#a", "IDEMPOTENCY#a#k", "ACCOUNT#a"]
+    stream = _FakeStream([_record(pk, position) for position, pk in enumerate(keys, start=1)])
+    delivered: list[str] = []
+    (source,) = template.stream_sources()
+    poller = StreamPoller(
+        stream,
+        stream,
+        "credits",
+        lambda event: delivered.extend(r["dynamodb"]["SequenceNumber"] for r in event["Records"]),
+        key_prefix=None,
+        filters=source.filters,
+        batch_size=2,
+    )
+
+    assert poller.drain() == 1
+    assert delivered == ["000000000000000000004"]
