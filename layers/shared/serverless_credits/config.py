@@ -26,6 +26,11 @@ class Settings(BaseModel):
     # any request can take (the functions time out after 10 s), so that no late update can
     # land after recovery has decided the leased operation never reached the account.
     lease_seconds: int = Field(default=60, alias="LEASE_SECONDS", ge=30, le=3600)
+    # A ledger gap the materializer has not filled this long after its head last moved is
+    # the reconciler's to fill from the idempotency records (earlier, it is in flight).
+    reconcile_settle_seconds: int = Field(
+        default=900, alias="RECONCILE_SETTLE_SECONDS", ge=0, le=86400
+    )
     # How long a request waits for another request with the same key before answering
     # OPERATION_IN_PROGRESS (or for the materializer, after a write's outcome was unknown).
     in_progress_wait_seconds: float = Field(

@@ -33,7 +33,7 @@ def transaction_id(sequence: int, op_id: str) -> str:
 
 def sequence_of(transaction: str) -> int | None:
     """The ledger sequence a transaction id names, or None when it is not one of ours."""
-    match = _TRANSACTION_ID.match(transaction)
+    match = _TRANSACTION_ID.fullmatch(transaction)
     return int(match.group(1)) if match else None
 
 

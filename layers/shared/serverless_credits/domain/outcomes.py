@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 
 from serverless_credits.domain.models import Account, IdempotencyRecord, UsageIncrement
 
@@ -35,6 +36,14 @@ class RefundLimitReached(Exception):
     def __init__(self, refunded: Decimal) -> None:
         super().__init__("refund would exceed the refundable amount")
         self.refunded = refunded
+
+
+class EntryWrite(Enum):
+    """What a conditional put of a ledger entry found."""
+
+    WRITTEN = "written"
+    EXISTED = "existed"  # written before by the materializer (a redelivery)
+    FILLED = "filled"  # written before by the reconciler, which counted its usage too
 
 
 @dataclass(frozen=True)

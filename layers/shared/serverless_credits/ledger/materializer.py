@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 from serverless_credits.config import Settings
 from serverless_credits.domain.models import Account, IdempotencyRecord, utc_now
 from serverless_credits.domain.operations import entry_time, ledger_entry, result_of, usage_of
-from serverless_credits.domain.outcomes import Counted, LedgerHead
+from serverless_credits.domain.outcomes import Counted, EntryWrite, LedgerHead
 from serverless_credits.ledger.ports import IdempotencyRecords, LedgerEntries, Usage
 
 logger = logging.getLogger(__name__)
@@ -106,8 +106,9 @@ class Materializer:
                 after=after,
                 created_at=created_at,
             )
-            self._entries.put(entry)
-            usage = usage_of(entry, operation)
+            # An entry the reconciler filled had its usage counted there.
+            filled = self._entries.put(entry) is EntryWrite.FILLED
+            usage = None if filled else usage_of(entry, operation)
             by_day[entry.day][after.version] = Counted(
                 after.version, usage if usage and usage.day == entry.day else None
             )

@@ -30,7 +30,7 @@ from serverless_credits.domain.errors import (
     StorageError,
     TransactionNotFound,
 )
-from serverless_credits.domain.idempotency import Verdict, fingerprint, judge, parameters
+from serverless_credits.domain.idempotency import fingerprint, judge, parameters
 from serverless_credits.domain.models import (
     Account,
     EntryType,
@@ -138,30 +138,6 @@ class Ledger:
         refundable = charged - self._refunds.refunded(account_id, original.transaction_id)
         amount = command.amount if command.amount is not None else refundable
         request_fingerprint = fingerprint("refund", parameters(command))
-        if amount <= 0 or amount > refundable:
-            # Nothing left to refund may mean this very refund already happened: replay it.
-            earlier = self._records.get(account_id, key)
-            if earlier is not None and judge(earlier, request_fingerprint, self._clock()) is (
-                Verdict.REPLAY
-            ):
-                return self.write_path.submit(
-                    WriteRequest(account_id, key, request_fingerprint, earlier.operation)
-                )
-            raise RefundNotAllowed(
-                "Refund exceeds what remains refundable",
-                {"transactionId": original.transaction_id, "refundable": normalize(refundable)},
-            )
-        operation = Operation(
-            type=EntryType.REFUND,
-            amount=amount,
-            description=command.reason or f"Refund of {original.transaction_id}",
-            reference=original.transaction_id,
-            action=original.action,
-            endpoint=original.endpoint,
-            refund_of=original.transaction_id,
-            usage_day=original.day,
-            failed_call=command.failed_call,
-        )
 
         def claim(record: IdempotencyRecord) -> None:
             try:
@@ -178,6 +154,32 @@ class Ledger:
                     {"transactionId": original.transaction_id},
                 ) from refused
 
+        if amount <= 0 or amount > refundable:
+            # Nothing left to refund may mean this very refund already claimed its share:
+            # done (replay it), under way (wait), or crashed after its claim (recover it;
+            # the claim is counted once per key).
+            earlier = self._records.get(account_id, key)
+            if earlier is not None:
+                judge(earlier, request_fingerprint, self._clock())  # another request: conflict
+                return self.write_path.submit(
+                    WriteRequest(account_id, key, request_fingerprint, earlier.operation),
+                    before_apply=claim,
+                )
+            raise RefundNotAllowed(
+                "Refund exceeds what remains refundable",
+                {"transactionId": original.transaction_id, "refundable": normalize(refundable)},
+            )
+        operation = Operation(
+            type=EntryType.REFUND,
+            amount=amount,
+            description=command.reason or f"Refund of {original.transaction_id}",
+            reference=original.transaction_id,
+            action=original.action,
+            endpoint=original.endpoint,
+            refund_of=original.transaction_id,
+            usage_day=original.day,
+            failed_call=command.failed_call,
+        )
         return self.write_path.submit(
             WriteRequest(account_id, key, request_fingerprint, operation), before_apply=claim
         )

@@ -120,12 +120,15 @@ class WritePath:
             try:
                 self._records.lease(record, now)
             except KeyTaken as taken:
-                answer = self._existing(taken.record, request)
-                if answer is None:
-                    continue  # the record was released meanwhile: lease again
-                if isinstance(answer, OperationResult):
-                    return answer
-                record = answer  # an expired lease taken over: ours to apply
+                # The same operation id is our own lease: the put landed, its answer was
+                # lost and botocore sent it again. Anything else is another request's.
+                if taken.record.op_id != record.op_id:
+                    answer = self._existing(taken.record, request)
+                    if answer is None:
+                        continue  # the record was released meanwhile: lease again
+                    if isinstance(answer, OperationResult):
+                        return answer
+                    record = answer  # an expired lease taken over: ours to apply
             if before_apply is not None:
                 self._guarded(record, before_apply)
             return self._apply(record)
@@ -165,6 +168,11 @@ class WritePath:
                     continue
                 self._records.release(account_id, record.idempotency_key, record.op_id)
                 raise error or AccountNotFound(account_id) from refused
+            except (ServiceBusy, StorageError):
+                # Refused (throttled past botocore's retries): it never landed, so the key
+                # is released for the caller's retry instead of held for the whole lease.
+                self._records.release(account_id, record.idempotency_key, record.op_id)
+                raise
             except OutcomeUnknown:
                 # It may have landed: never apply it again in this call. The stream tells.
                 settled = self._await(record, replayed=False)

@@ -4,12 +4,13 @@ after the change, `ALL_OLD` on a refusal gives the state that refused it, withou
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound, StorageError
 from serverless_credits.domain.models import Account, LastOp
@@ -17,6 +18,7 @@ from serverless_credits.domain.outcomes import ChangeRefused, OutcomeUnknown
 from serverless_credits.domain.posting import Posting
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import (
+    SERVER_ERROR_CODES,
     UNKNOWN_OUTCOME_ERRORS,
     Table,
     error_code,
@@ -39,9 +41,36 @@ _FIGURES = {
 }
 
 
+# Failures after which an update may have been applied: sending it again could apply it
+# twice (an ADD is not idempotent), so botocore must not retry them for `apply`.
+_AMBIGUOUS_ERRORS = (ReadTimeoutError, ConnectionClosedError)
+_SERVER_ERROR = 500
+
+
 class AccountStore:
     def __init__(self, table: Table) -> None:
         self._table = table
+        self._applying = threading.local()
+        table.client.meta.events.register_first(
+            "needs-retry.dynamodb.UpdateItem",
+            cast(Any, self._no_blind_retry),  # botocore's hooks are typed as returning None
+            unique_id=f"serverless-credits-apply-{id(self)}",
+        )
+
+    def _no_blind_retry(
+        self, response: Any = None, caught_exception: Any = None, **_: Any
+    ) -> bool | None:
+        """botocore's standard retries send a timed-out request again. For `apply` that
+        could charge twice: after a read timeout, a dropped connection or a 5xx answer the
+        update is not sent again (False vetoes the retry) and the write path learns its
+        outcome from the stream. Throttling and other refusals are still retried."""
+        if not getattr(self._applying, "active", False):
+            return None
+        if isinstance(caught_exception, _AMBIGUOUS_ERRORS):
+            return False
+        if response is not None and response[0].status_code >= _SERVER_ERROR:
+            return False
+        return None
 
     def get(self, account_id: str, *, consistent: bool = False) -> Account | None:
         item = self._table.get(keys.account_pk(account_id), keys.ACCOUNT_SK, consistent=consistent)
@@ -150,15 +179,21 @@ class AccountStore:
         }
         if names:
             request["ExpressionAttributeNames"] = names
+        self._applying.active = True
         try:
             response = self._table.client.update_item(**request)
         except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            code = error_code(exc)
+            if code == "ConditionalCheckFailedException":
                 image = old_image(exc)
                 raise ChangeRefused(Account.model_validate(image) if image else None) from exc
-            raise storage_failure("apply", exc) from exc
+            if code in SERVER_ERROR_CODES:
+                raise OutcomeUnknown(code) from exc  # a 5xx may have applied it
+            raise storage_failure("apply", exc) from exc  # refused: nothing was applied
         except UNKNOWN_OUTCOME_ERRORS as exc:
             raise OutcomeUnknown(type(exc).__name__) from exc
+        finally:
+            self._applying.active = False
         try:
             return Account.model_validate(from_item(response["Attributes"]))
         except KeyError as exc:  # pragma: no cover - DynamoDB always answers ALL_NEW

@@ -29,16 +29,13 @@ if TYPE_CHECKING:
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
-# Throttling and server errors that botocore gave up on: transient, safe to retry later.
-TRANSIENT_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "ProvisionedThroughputExceededException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
+# Refusals that botocore gave up retrying: the request was not applied; retry later.
+THROTTLING_CODES = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
 )
+# Server errors: transient too, but a write answered so may or may not have been applied.
+SERVER_ERROR_CODES = frozenset({"InternalServerError", "ServiceUnavailable"})
+TRANSIENT_CODES = THROTTLING_CODES | SERVER_ERROR_CODES
 # The request may or may not have been applied.
 UNKNOWN_OUTCOME_ERRORS = (
     ReadTimeoutError,

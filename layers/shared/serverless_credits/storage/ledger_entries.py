@@ -10,18 +10,21 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from serverless_credits.domain.models import EntryType, LedgerEntry
-from serverless_credits.domain.outcomes import LedgerHead
+from serverless_credits.domain.outcomes import EntryWrite, LedgerHead
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import (
     Table,
     error_code,
     from_item,
     key,
+    old_image,
     start_key,
     storage_failure,
     to_item,
     values,
 )
+
+FILLED_MARK = "filledByReconciler"
 
 
 @dataclass(frozen=True)
@@ -61,21 +64,25 @@ class LedgerEntryStore:
     def __init__(self, table: Table) -> None:
         self._table = table
 
-    def put(self, entry: LedgerEntry) -> bool:
-        """Write an entry once: False when its sequence is already written (a redelivery)."""
+    def put(self, entry: LedgerEntry, *, filled: bool = False) -> EntryWrite:
+        """Write an entry once; say who wrote it first when its sequence is already there.
+        `filled`: the reconciler writes it (and marks it so)."""
+        item = to_item(entry, pk=keys.ledger_pk(entry.account_id), sk=keys.entry_sk(entry.sequence))
+        if filled:
+            item[FILLED_MARK] = {"BOOL": True}
         try:
             self._table.client.put_item(
                 TableName=self._table.name,
-                Item=to_item(
-                    entry, pk=keys.ledger_pk(entry.account_id), sk=keys.entry_sk(entry.sequence)
-                ),
+                Item=item,
                 ConditionExpression="attribute_not_exists(pk)",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+                existing = old_image(exc) or {}
+                return EntryWrite.FILLED if existing.get(FILLED_MARK) else EntryWrite.EXISTED
             raise storage_failure("put entry", exc) from exc
-        return True
+        return EntryWrite.WRITTEN
 
     def get(self, account_id: str, sequence: int) -> LedgerEntry | None:
         item = self._table.get(keys.ledger_pk(account_id), keys.entry_sk(sequence), consistent=True)

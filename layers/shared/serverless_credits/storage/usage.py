@@ -100,6 +100,22 @@ class UsageStore:
                 continue
             return
 
+    def index(self, account_id: str, day: date, sequence: int) -> None:
+        """Widen a day's sequence range to cover `sequence` (an entry the reconciler filled)."""
+        for attribute, widens in (("firstSeq", ">"), ("lastSeq", "<")):
+            try:
+                self._table.client.update_item(
+                    TableName=self._table.name,
+                    Key=key(keys.usage_pk(account_id), keys.usage_sk(day)),
+                    UpdateExpression="SET #seq = :seq, #day = :day",
+                    ConditionExpression=f"attribute_not_exists(#seq) OR #seq {widens} :seq",
+                    ExpressionAttributeNames={"#seq": attribute, "#day": "day"},
+                    ExpressionAttributeValues=values(seq=sequence, day=day.isoformat()),
+                )
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise storage_failure("index usage day", exc) from exc
+
     def days(self, account_id: str, first: date, last: date) -> list[dict[str, Any]]:
         """The raw day items between two days inclusive: one Query (at most 366 rows)."""
         return self._table.query(
