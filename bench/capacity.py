@@ -277,6 +277,18 @@ class Probe:
                 average = call.read_bytes / max(1, call.items_returned)
                 call.read_bytes = int(average * call.items_scanned)
                 call.read_units = read_units(call.read_bytes, consistent=call.consistent)
+        elif call.operation == "BatchGetItem":
+            # Each item is rounded up to 4 KB on its own.
+            for table, items in parsed.get("Responses", {}).items():
+                consistent = bool(
+                    params.get("RequestItems", {}).get(table, {}).get("ConsistentRead")
+                )
+                call.consistent = call.consistent or consistent
+                for item in items:
+                    call.read_bytes += item_size(item)
+                    call.read_units += read_units(item_size(item), consistent=consistent)
+                call.items_returned += len(items)
+                call.items_scanned += len(items)
         elif call.operation in ("PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"):
             before: list[tuple[str, Any, str, int]] = context.get("bench_before", [])
             after = {(t, _key_text(k)): s for t, k, s in self._sizes(before)}

@@ -118,19 +118,89 @@ def _environment(env: Environment, logical_id: str, pycache: str) -> dict[str, s
         "PYTHONPYCACHEPREFIX": pycache,
         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{logical_id}",
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
+        # Powertools' Tracer decides it runs in Lambda (and patches) from LAMBDA_TASK_ROOT.
+        "LAMBDA_TASK_ROOT": str(env.specs[logical_id].code_dir),
+        # No X-Ray daemon here: a traced first call must not fail for want of a segment.
+        "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR",
     }
     environment.pop("POWERTOOLS_TRACE_DISABLED", None)  # as deployed: Tracing: Active
     return environment
 
 
-def import_times(env: Environment, runs: int) -> dict[str, Any]:
+BARE_IMPORTS = {
+    "bare_powertools_pydantic": "import aws_lambda_powertools, pydantic",
+    "bare_powertools_pydantic_boto3": "import aws_lambda_powertools, pydantic, boto3",
+}
+COLD_TARGET = 1.2
+FIRST_CALL_MARK = "bench-first-call"
+_FIRST_CALL = """
+import json, sys
+import {module} as function
+sys.stderr.write("{mark}\\n")
+sys.stderr.flush()
+
+class Context:
+    function_name = "bench-DebitFunction"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-DebitFunction"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+
+response = function.lambda_handler(json.loads(sys.argv[1]), Context())
+assert "error" not in response, response
+"""
+
+
+def _top_level_ms(rows: list[tuple[int, int, int, str]]) -> float:
+    return sum(cumulative for depth, _, cumulative, _ in rows if depth == 0) / 1000
+
+
+def first_call(env: Environment, runs: int, pycache: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The Debit function's module import, then what its first debit imports on top (in a
+    fresh interpreter each run, against the benchmark's DynamoDB Local)."""
+    environment = _environment(env, "DebitFunction", pycache)
+    module = "functions.debit.app"
+    code = _FIRST_CALL.format(module=module, mark=FIRST_CALL_MARK)
+    imports: list[float] = []
+    later: list[float] = []
+    for index in range(runs + 1):
+        request = {**event, "idempotencyKey": f"{event['idempotencyKey']}-{index}"}
+        _, err, _, _ = _run(code, environment, json.dumps(request))
+        before, _, after = err.partition(FIRST_CALL_MARK)
+        if index == 0:
+            continue  # fills the bytecode cache
+        imports.append(_top_level_ms(_parse_importtime(before)))
+        later.append(_top_level_ms(_parse_importtime(after)))
+    return {
+        "module_import_ms": round(statistics.median(imports), 1),
+        "first_call_import_ms": round(statistics.median(later), 1),
+    }
+
+
+def import_times(
+    env: Environment, runs: int, event: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Each function's import; bare Powertools + pydantic (+ boto3) imports; and the Debit
+    function's first call (`event`, a debit of an existing account)."""
     results: dict[str, Any] = {}
+    bare: dict[str, Any] = {}
+    first: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="bench-pycache-") as pycache:
         # A bare interpreter with the same settings: what start-up costs before any import.
         bare_env = _environment(env, next(iter(env.specs)), pycache)
         bare_runs = [_run("pass", bare_env) for _ in range(runs)]
         startup = {row[3] for _, err, _, _ in bare_runs for row in _parse_importtime(err)}
         bare_cpu = statistics.median(cpu for *_, cpu in bare_runs)
+        for name, code in BARE_IMPORTS.items():
+            _run(code, bare_env)
+            bare_totals: list[float] = []
+            for _ in range(runs):
+                _, err, _, _ = _run(code, bare_env)
+                rows = [row for row in _parse_importtime(err) if row[3] not in startup]
+                bare_totals.append(_top_level_ms(rows))
+            bare[name] = {"code": code, "import_ms": round(statistics.median(bare_totals), 1)}
+            say(f"  {code}: {bare[name]['import_ms']} ms")
+        if event is not None and env.has_function_code("DebitFunction"):
+            first = first_call(env, runs, pycache, event)
         for logical_id, spec in env.specs.items():
             module_name = spec.handler.rsplit(".", 1)[0]
             module = f"functions.{spec.code_dir.name}.{module_name}"
@@ -175,7 +245,33 @@ def import_times(env: Environment, runs: int) -> dict[str, Any]:
                 f"(CPU {results[logical_id]['import_cpu_ms']} ms; "
                 f"+{results[logical_id]['compile_without_pyc_ms']} ms compiling without .pyc)"
             )
-    return results
+    return {"functions": results, "bare": bare, "debit_first_call": first}
+
+
+def versus_bare(imports: dict[str, Any]) -> dict[str, Any] | None:
+    """The Debit function's import against a bare Powertools + pydantic import."""
+    debit = imports["functions"].get("DebitFunction", {})
+    bare = imports["bare"].get("bare_powertools_pydantic")
+    first = imports.get("debit_first_call")
+    if "import_ms" not in debit or not bare:
+        return None
+    with_boto3 = imports["bare"].get("bare_powertools_pydantic_boto3", {}).get("import_ms")
+    later = first["first_call_import_ms"] if first else None
+    return {
+        "debit_import_ms": debit["import_ms"],
+        "bare_import_ms": bare["import_ms"],
+        "ratio": round(debit["import_ms"] / bare["import_ms"], 2),
+        "target": COLD_TARGET,
+        "meets_target": debit["import_ms"] <= COLD_TARGET * bare["import_ms"],
+        "first_call_import_ms": later,
+        "ratio_with_first_call": round((debit["import_ms"] + later) / bare["import_ms"], 2)
+        if later is not None
+        else None,
+        "bare_with_boto3_import_ms": with_boto3,
+        "ratio_to_bare_with_boto3": round(debit["import_ms"] / with_boto3, 2)
+        if with_boto3
+        else None,
+    }
 
 
 # ---------------------------------------------------------------- artifacts

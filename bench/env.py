@@ -16,14 +16,19 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from devtools import dynamodb_local, template
+from devtools.streams import StreamPoller, streams_client_for
 from serverless_credits import wiring
 from serverless_credits.config import Settings
 from serverless_credits.domain.commands import CreateAccountCommand
 from serverless_credits.domain.models import Account, ApiKeyMapping, utc_now
+from serverless_credits.domain.outcomes import LedgerHead
+from serverless_credits.ledger.materializer import Materializer
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
 from serverless_credits.storage import keys
-from serverless_credits.storage.store import CreditsStore, from_item
+from serverless_credits.storage.items import from_item
+from serverless_credits.storage.store import CreditsStore
+from serverless_credits.transport import streams
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -35,6 +40,11 @@ Task = TypeVar("Task")
 # Local stand-ins for what Lambda and Secrets Manager provide in AWS.
 CURSOR_SIGNING_KEY = "bench-cursor-signing-key-0123456789abcdef"
 TRACING_OFF = {"POWERTOOLS_TRACE_DISABLED": "true"}
+# How long the background poller sleeps after a pass that found nothing (StreamPoller.run's
+# default, which the local stack uses). Lambda's event source mapping polls each shard
+# about 4 times a second.
+POLL_INTERVAL = 0.05
+STREAM_PAGE = 500
 
 
 def say(message: str) -> None:
@@ -78,6 +88,52 @@ class Environment:
             "TABLE_NAME": self.table,
         }
         self.settings = Settings.model_validate({**self.function_env("DebitFunction")})
+        # The Materializer function's work, on its own client (as its own Lambda would be):
+        # the stream read from TRIM_HORIZON in Lambda's event shape, through the same
+        # transport and use case as functions/materializer/app.py.
+        self.materializer_store = self.store()
+        self.materializer = Materializer(
+            self.materializer_store.idempotency,
+            self.materializer_store.entries,
+            self.materializer_store.usage,
+            self.settings,
+        )
+        self.poller = StreamPoller(
+            self.materializer_store.client,
+            streams_client_for(self.materializer_store.client),
+            self.table,
+            lambda event: streams.handle(event, self.materializer),
+            # Every record is handed over and the transport skips non-account items, as the
+            # event source's filter would: with the poller's own filter, a page holding only
+            # other items (a materialized batch writes 2 per version) counts as "nothing
+            # read", so drain() stops early and run() sleeps with records still unread.
+            key_prefix=None,
+            # Lambda filters before it batches (BatchSize 100 account changes); the poller
+            # batches per GetRecords page, and a debit leaves ~5 records in the stream
+            # (lease, account, completion, entry, finalize): 500 records ~ 100 changes.
+            batch_size=STREAM_PAGE,
+        )
+
+    # ------------------------------------------------------------ the stream
+    def drain(self) -> int:
+        """Materialize everything written so far (synchronously): stream records read."""
+        # A pass reads one page per shard: after a seeded ledger of 100,000 entries the
+        # backlog takes more passes than StreamPoller's default bound.
+        return self.poller.drain(max_passes=10_000)
+
+    @contextlib.contextmanager
+    def materializing(self, interval: float = POLL_INTERVAL) -> Iterator[None]:
+        """A StreamPoller running in a background thread, as the local stack runs it."""
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self.poller.run, args=(stop, interval), name="bench-stream", daemon=True
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
 
     # ------------------------------------------------------------ functions
     def function_env(self, logical_id: str) -> dict[str, str]:
@@ -151,6 +207,22 @@ class Environment:
             TableName=self.table, Key=account_key(account_id), ConsistentRead=True
         )["Item"]
         return Decimal(str(from_item(item)["balance"]))
+
+    def ledger_rows(self, account_id: str) -> list[tuple[int, Decimal, Decimal]]:
+        """(sequence, amount, balanceAfter) of every materialized entry, oldest first."""
+        return [
+            (sequence, Decimal(str(amount)), Decimal(str(after)))
+            for sequence, amount, after in self.materializer_store.entries.sequences(account_id)
+        ]
+
+    def head(self, account_id: str) -> LedgerHead:
+        return self.materializer_store.entries.head(account_id)
+
+    def version(self, account_id: str) -> int:
+        item = self.admin.get_item(
+            TableName=self.table, Key=account_key(account_id), ConsistentRead=True
+        )["Item"]
+        return int(from_item(item)["version"])
 
     def copy_to_mirror(self, pk: str, sk: str) -> None:
         key = {"pk": {"S": pk}, "sk": {"S": sk}}

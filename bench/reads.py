@@ -8,9 +8,9 @@ proxy events (events/*.json with the key id and query replaced).
   (replayed with the same parameters on the same table, interleaved call by call);
 - scale: the same reads on an account with 100x (10x in quick mode) the ledger entries.
 
-Accounts are seeded fast: `BatchWriteItem` of ledger items made with the store's `to_item`
-and `keys`, matching daily usage rows written through the store's own usage update, and
-the account item with the version and totals those entries imply.
+Accounts are seeded fast in the layout the materializer writes (`seed_account`): ledger
+items by `BatchWriteItem`, daily usage items (with their sequence range) and the ledger
+head through the store, and the account item at the version those entries imply.
 """
 
 from __future__ import annotations
@@ -40,12 +40,16 @@ from serverless_credits import wiring
 from serverless_credits.domain.models import (
     Account,
     EntryType,
+    LastOp,
     LedgerEntry,
     UsageIncrement,
     utc_now,
 )
+from serverless_credits.domain.operations import transaction_id
+from serverless_credits.domain.outcomes import Counted, LedgerHead
+from serverless_credits.ledger.operations import OPENING_BALANCE_KEY
 from serverless_credits.storage import keys
-from serverless_credits.storage.store import to_item
+from serverless_credits.storage.items import to_item
 
 EVENTS_DIR = PROJECT_ROOT / "events"
 SEED_DAYS = 90
@@ -133,8 +137,12 @@ class SeededAccount:
 
 
 def seed_account(env: Environment, entries: int) -> SeededAccount:
-    """An account whose ledger holds `entries` entries over the last 90 days: an opening
-    grant, then debits of one credit, with daily usage rows and totals to match."""
+    """An account whose ledger holds `entries` entries over the last 90 days, in the layout
+    the materializer writes: an opening grant, then debits of one credit, as
+    `LEDGER#<id>/SEQ#<sequence>` items (BatchWriteItem of the store's `to_item`), one usage
+    item per day with its counters and its `firstSeq`/`lastSeq` range (through the usage
+    store's own idempotent count), the ledger's `HEAD`, and the account item at the
+    matching version, figures and last operation."""
     started = time.perf_counter()
     store = env.store()
     account_id = unique(f"scale{entries}")
@@ -143,10 +151,11 @@ def seed_account(env: Environment, entries: int) -> SeededAccount:
     first = datetime.combine(now.date() - timedelta(days=SEED_DAYS - 1), dt_time(0, 1), UTC)
     step = (now - first) / entries
     grant = Decimal(entries * 2)
-    per_day: dict[date, int] = {}
+    days: dict[date, list[int]] = {}  # day -> its sequences
     items: list[dict[str, Any]] = []
     balance = Decimal(0)
     moment = first
+    entry: LedgerEntry | None = None
     for sequence in range(1, entries + 1):
         moment = first + step * (sequence - 1)
         is_grant = sequence == 1
@@ -154,44 +163,54 @@ def seed_account(env: Environment, entries: int) -> SeededAccount:
         balance += amount
         entry = LedgerEntry(
             account_id=account_id,
-            transaction_id=keys.transaction_id(moment),
+            transaction_id=transaction_id(sequence, uuid.uuid4().hex),
             sequence=sequence,
             type=EntryType.GRANT if is_grant else EntryType.DEBIT,
             amount=amount,
             balance_after=balance,
+            available_after=balance,
             description="Opening balance" if is_grant else "seeded call",
             action=None if is_grant else "api_call",
             endpoint=None if is_grant else "/v1/echo",
-            idempotency_key=f"seed-{sequence}",
+            idempotency_key=OPENING_BALANCE_KEY if is_grant else f"seed-{sequence}",
             created_at=moment,
         )
-        items.append(
-            to_item(entry, pk=keys.ledger_pk(account_id), sk=keys.ledger_sk(entry.created_at))
-        )
-        if not is_grant:
-            per_day[moment.date()] = per_day.get(moment.date(), 0) + 1
+        items.append(to_item(entry, pk=keys.ledger_pk(account_id), sk=keys.entry_sk(sequence)))
+        days.setdefault(moment.date(), []).append(sequence)
+    assert entry is not None
     _batch_write(env, items)
-    for day, calls in per_day.items():
+    for day, sequences in days.items():
+        calls = sum(1 for s in sequences if s != 1)
         credits = Decimal(calls)
-        store.record_failed_call(  # the store's usage update (ADD counters), failed=0
-            account_id,
-            UsageIncrement(
-                day=day,
-                calls=calls,
-                credits_used=credits,
-                by_type={"api_call": credits},
-                by_endpoint={"/v1/echo": calls},
-                by_endpoint_credits={"/v1/echo": credits},
-            ),
+        usage = UsageIncrement(
+            day=day,
+            calls=calls,
+            credits_used=credits,
+            by_type={"api_call": credits},
+            by_endpoint={"/v1/echo": calls},
+            by_endpoint_credits={"/v1/echo": credits},
         )
+        # The day's first and last sequences index it; the day's usage rides on the last.
+        counted = [Counted(sequences[-1], usage if calls else None)]
+        if len(sequences) > 1:
+            counted.insert(0, Counted(sequences[0], None))
+        store.usage.count(account_id, day, counted)
+    store.entries.advance_head(account_id, LedgerHead(entries, moment))
     account = Account(
         account_id=account_id,
         balance=balance,
+        available=balance,
         used=Decimal(entries - 1),
         total=grant,
         lifetime_requests=entries - 1,
         version=entries,
-        last_entry_at=moment,
+        last_op=LastOp(
+            id=uuid.uuid4().hex,
+            key=entry.idempotency_key or "",
+            type=entry.type,
+            amount=entry.amount,
+            at=moment,
+        ),
         created_at=first,
         updated_at=now,
     )

@@ -12,12 +12,14 @@ class Sizes:
     warmup_seconds: float  # DynamoDB Local exercised before the first section
     samples: int  # timed calls per operation (handler overhead, read timings)
     op_samples: int  # timed calls per operation in the cost table
-    concurrency: tuple[int, ...]  # workers in the contention runs
-    hot_account_debits: int  # debits attempted per run on one account
-    debits_per_run: int  # debits attempted per run spread over `spread_accounts`
-    spread_accounts: int  # accounts in the "spread" contention runs
+    materializer_batch: int  # debits materialized in one stream batch when pricing it
+    concurrency: tuple[int, ...]  # workers in the contention runs (one account)
+    hot_account_debits: int  # debits attempted per contention run
+    contention_repeats: int  # runs per approach and worker count (alternating order)
     baseline_workers: int  # concurrent workers for the naive and Powertools baselines
     baseline_debits: int
+    lag_debits: int  # debits whose materialization lag is measured, per load level
+    lag_workers: tuple[int, ...]  # load levels of the lag measurement
     scale_entries: tuple[int, int]  # ledger entries in the small and the large account
     import_runs: int  # fresh interpreters per function for the import-time median
 
@@ -28,28 +30,32 @@ FULL = Sizes(
     warmup_seconds=15.0,
     samples=200,
     op_samples=50,
-    concurrency=(1, 4, 16, 64),
-    hot_account_debits=256,
-    debits_per_run=512,
-    spread_accounts=64,
+    materializer_batch=100,
+    concurrency=(1, 4, 16, 32),
+    hot_account_debits=320,
+    contention_repeats=3,
     baseline_workers=16,
     baseline_debits=320,
+    lag_debits=300,
+    lag_workers=(1, 16),
     scale_entries=(1_000, 100_000),
     import_runs=5,
 )
 
 QUICK = Sizes(
     name="quick",
-    warmup=10,
-    warmup_seconds=4.0,
-    samples=40,
-    op_samples=15,
-    concurrency=(1, 4, 16, 64),
-    hot_account_debits=128,
-    debits_per_run=256,
-    spread_accounts=64,
+    warmup=5,
+    warmup_seconds=3.0,
+    samples=30,
+    op_samples=10,
+    materializer_batch=25,
+    concurrency=(1, 4, 16, 32),
+    hot_account_debits=96,
+    contention_repeats=1,
     baseline_workers=16,
-    baseline_debits=128,
-    scale_entries=(1_000, 10_000),
+    baseline_debits=96,
+    lag_debits=40,
+    lag_workers=(1, 16),
+    scale_entries=(1_000, 5_000),
     import_runs=3,
 )

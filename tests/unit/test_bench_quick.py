@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench import capacity, coldstart, report, stats
+from bench import capacity, coldstart, contention, report, stats
 
 
 @pytest.mark.parametrize(
@@ -59,9 +59,9 @@ def test_tally_summarises_units_per_partition_key_prefix() -> None:
     tally = capacity.Tally(
         [
             capacity.Call(
-                "TransactWriteItems",
-                write_units=4.0,
-                write_units_by_pk={"ACCOUNT#a": 2.0, "LEDGER#a": 2.0},
+                "UpdateItem",
+                write_units=2.0,
+                write_units_by_pk={"ACCOUNT#a": 1.0, "LEDGER#a": 1.0},
                 local_reported_units=2.0,
             ),
             capacity.Call("GetItem", read_units=0.5, items_returned=1, items_scanned=1),
@@ -69,8 +69,8 @@ def test_tally_summarises_units_per_partition_key_prefix() -> None:
     )
     summary = tally.summary()
     assert summary["requests"] == 2
-    assert summary["by_operation"] == {"TransactWriteItems": 1, "GetItem": 1}
-    assert summary["write_units_by_pk_prefix"] == {"ACCOUNT": 2.0, "LEDGER": 2.0}
+    assert summary["by_operation"] == {"UpdateItem": 1, "GetItem": 1}
+    assert summary["write_units_by_pk_prefix"] == {"ACCOUNT": 1.0, "LEDGER": 1.0}
     assert summary["local_reported_units"] == 2.0
 
 
@@ -101,32 +101,45 @@ def test_latency_percentiles() -> None:
     assert stats.latency([]) == {"n": 0}
 
 
+def _design_run(workers: int, rate: float, p99: float) -> dict[str, Any]:
+    return {
+        "workers": workers,
+        "debits_per_second": rate,
+        "latency": {"p50_ms": 30.0, "p99_ms": p99},
+        "gave_up": 0,
+        "attempts_per_debit": 1.0,
+        "updates_per_success": 1.1,
+        "correct": True,
+        "problems": [],
+    }
+
+
 def _minimal_report() -> dict[str, Any]:
     debit = capacity.Tally(
         [
             capacity.Call(
-                "TransactWriteItems",
-                write_units=8.0,
-                write_units_by_pk={"ACCOUNT#a": 2.0, "LEDGER#a": 6.0},
-                write_items=[{"action": "Update", "pk": "ACCOUNT#a", "bytes": 350, "units": 2.0}],
-                local_reported_units=2.0,
-            )
+                "PutItem",
+                write_units=1.0,
+                write_units_by_pk={"IDEMPOTENCY#a#k": 1.0},
+                write_items=[{"action": "Put", "pk": "IDEMPOTENCY#a#k", "bytes": 400, "units": 1}],
+            ),
+            capacity.Call(
+                "UpdateItem",
+                write_units=1.0,
+                write_units_by_pk={"ACCOUNT#a": 1.0},
+                write_items=[{"action": "Update", "pk": "ACCOUNT#a", "bytes": 439, "units": 1}],
+            ),
         ]
     ).summary()
-    run = {
-        "workers": 4,
-        "accounts": 1,
-        "debits_per_second": 25.0,
-        "latency": {"p50_ms": 30.0, "p99_ms": 900.0},
-        "attempts_per_debit": 3.1,
-        "failed_attempts": {"ConditionalCheckFailed": 500},
-        "successes": 9,
-        "funded_per_account": 9,
-        "declined": 1,
-        "gave_up": 0,
-        "correct": True,
-        "checks": {"problems": []},
-    }
+    rows = [
+        {
+            "workers": workers,
+            "this_design": _design_run(workers, 100.0, 180.0),
+            "powertools_idempotency": _design_run(workers, 125.0, 200.0),
+            "ratio": 0.8,
+        }
+        for workers in (1, 16)
+    ]
     return {
         "meta": {
             "mode": "quick",
@@ -138,29 +151,65 @@ def _minimal_report() -> dict[str, Any]:
         },
         "costs": {
             "operations": {"debit": debit},
+            "materializer": {"debits": 100, "read_units_per_debit": 1.0},
+            "debit_write_units": {
+                "writer": 3.0,
+                "materializer_per_debit": 2.02,
+                "total_per_debit": 5.02,
+                "total_per_debit_lone": 7.0,
+                "target": 5,
+                "meets_target": False,
+                "items": [{"item": "account (UpdateItem)", "bytes": 439, "units": 1.0}],
+            },
             "balance_partition": {
-                "write_units_per_debit": 2.0,
-                "items_per_debit_on_balance_key": 1,
-                "max_debits_per_second_one_account": 500.0,
+                "write_units_per_debit": 1.0,
+                "items_per_debit_on_account_key": 1,
+                "account_item_bytes": 439,
+                "max_debits_per_second_one_account": 1000.0,
             },
         },
         "contention": {
-            "one_account": [run],
-            "spread": [{**run, "accounts": 64}],
-            "spread_accounts": 64,
+            "one_account": rows,
+            "debits_per_run": 100,
+            "funded_per_run": 90,
+            "repeats": 1,
+            "targets": contention.verdict(rows),
+        },
+        "lag": {
+            "runs": [
+                {
+                    "workers": 1,
+                    "measured": 10,
+                    "debits_per_second": 50.0,
+                    "lag": {"p50_ms": 80.0, "p90_ms": 120.0, "p99_ms": 150.0},
+                    "missing_after_deadline": 0,
+                    "poll_interval_ms": 50.0,
+                    "deadline_s": 30.0,
+                }
+            ]
         },
         "reads": {"skipped": True, "reason": "handler code missing"},
         "notes": ["a caveat"],
     }
 
 
+def test_targets_are_judged_at_16_workers() -> None:
+    targets = _minimal_report()["contention"]["targets"]
+    assert targets["measured"]
+    assert targets["ratio_ok"]
+    assert targets["p99_ok"]
+    assert targets["all_met"]
+
+
 def test_report_renders_markdown_json_and_chart(tmp_path: Path) -> None:
     data = _minimal_report()
     text = report.markdown(data)
-    assert "ceiling **500 debits/s per account**" in text
-    assert "| debit (warm function) | 1 TransactWriteItems |" in text
+    assert "ceiling **1,000 debits/s per account**" in text
+    assert "| debit (warm function) | 1 PutItem + 1 UpdateItem |" in text
     assert "Not measured: handler code missing" in text
-    assert "condition 500" in text
+    assert "| 16 | 100 | 125 | 0.8x |" in text
+    assert "Materialization lag" in text
+    assert any("5.02 write units per debit" in line for line in report.headline(data))
     report.write_json(data, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text())["meta"]["mode"] == "quick"
     assert report.chart(data, tmp_path / "chart.png")
