@@ -119,16 +119,11 @@ class Account(CamelModel):
         )
 
 
-class LedgerEntry(CamelModel):
-    """One immutable ledger line. `amount` is signed; `sequence` is gapless per account."""
+class Described(CamelModel):
+    """What an operation says about itself, carried unchanged onto its ledger entry."""
 
-    account_id: AccountId
-    transaction_id: str
-    sequence: int
     type: EntryType
-    amount: Credits
-    balance_after: Credits
-    available_after: Credits | None = None
+    amount: Credits  # signed
     description: ShortText = ""
     reference: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -136,8 +131,21 @@ class LedgerEntry(CamelModel):
     quantity: Credits | None = None
     endpoint: str | None = None
     refund_of: str | None = None
-    idempotency_key: str | None = None
     actor: str | None = None
+
+    def description_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in Described.model_fields}
+
+
+class LedgerEntry(Described):
+    """One immutable ledger line. `amount` is signed; `sequence` is gapless per account."""
+
+    account_id: AccountId
+    transaction_id: str
+    sequence: int
+    balance_after: Credits
+    available_after: Credits | None = None
+    idempotency_key: str | None = None
     created_at: AwareDatetime
 
     @property
@@ -160,20 +168,10 @@ class IdempotencyState(StrEnum):
     COMPLETED = "completed"  # applied: `result` is what every replay returns
 
 
-class Operation(CamelModel):
+class Operation(Described):
     """A balance change as requested, independent of the state it lands on: kept in the
     idempotency record from the lease on, so its ledger entry can always be written."""
 
-    type: EntryType
-    amount: Credits  # signed
-    description: str = ""
-    reference: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    action: str | None = None
-    quantity: Credits | None = None
-    endpoint: str | None = None
-    refund_of: str | None = None
-    actor: str | None = None
     # Usage of a refund is credited back to the day of the call it refunds.
     usage_day: date | None = None
     failed_call: bool = False
@@ -247,6 +245,7 @@ __all__ = [
     "ActionName",
     "ApiKeyMapping",
     "DailyUsage",
+    "Described",
     "Endpoint",
     "EntryType",
     "IdempotencyKey",

@@ -57,20 +57,11 @@ def ledger_entry(
         account_id=account_id,
         transaction_id=transaction_id(after.version, op_id),
         sequence=after.version,
-        type=operation.type,
-        amount=normalize(operation.amount),
         balance_after=normalize(after.balance),
         available_after=normalize(after.available),
-        description=operation.description,
-        reference=operation.reference,
-        metadata=operation.metadata,
-        action=operation.action,
-        quantity=operation.quantity,
-        endpoint=operation.endpoint,
-        refund_of=operation.refund_of,
         idempotency_key=idempotency_key,
-        actor=operation.actor,
         created_at=created_at,
+        **{**operation.description_fields(), "amount": normalize(operation.amount)},
     )
 
 
