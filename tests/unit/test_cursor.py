@@ -10,7 +10,7 @@ import pytest
 from serverless_credits.config import Settings
 from serverless_credits.reads.cursor import CursorSigner, CursorSigningKeyMissing, InvalidCursor
 
-POSITION = "2025-02-01T09:00:00.000001Z"
+POSITION = "42"  # the ledger sequence a page ended at
 SIGNER = CursorSigner(b"k" * 32)
 
 
@@ -53,7 +53,7 @@ def forge(payload: object) -> str:
         "!!!.???",
         "e30.AAAA",
         "x" * 600,
-        forge({"v": 1, "p": "2099-01-01T00:00:00.000000Z"}),
+        forge({"v": 1, "p": "999999"}),
         forge([1, 2]),
     ],
 )
@@ -64,7 +64,17 @@ def test_malformed_or_forged_cursors_are_refused(token: str) -> None:
 
 
 def test_a_signed_payload_must_still_be_a_position() -> None:
-    for payload in ({"v": 2, "p": POSITION}, {"v": 1, "p": "LEDGER#other"}, {"v": 1}, ["x"]):
+    for payload in (
+        {"v": 2, "p": POSITION},
+        {"v": 1, "p": "LEDGER#other"},
+        {"v": 1},
+        ["x"],
+        {"v": 1, "p": 42},  # a sequence, but not as the signer writes it
+        {"v": 1, "p": "0"},  # sequences start at 1
+        {"v": 1, "p": "042"},
+        {"v": 1, "p": "1" * 13},  # beyond the 12-digit sort key
+        {"v": 1, "p": "2025-02-01T09:00:00.000001Z"},  # a time position (the old cursor)
+    ):
         body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
         token = (
             f"{body}.{base64.urlsafe_b64encode(SIGNER._mac('a', 's', body)).rstrip(b'=').decode()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -10,11 +11,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from serverless_credits import wiring
-from serverless_credits.config import Settings, get_settings
+from serverless_credits.config import get_settings
 from serverless_credits.domain.commands import CreateAccountCommand
 from serverless_credits.domain.errors import ServiceBusy
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.storage import keys
 from serverless_credits.storage.store import CreditsStore
 from serverless_credits.transport import debit_api
 
@@ -177,8 +179,9 @@ def test_operation_debit_is_the_default(ledger: Ledger) -> None:
     assert response["balanceAfter"] == 45
 
 
-def test_operation_refund_refunds_a_debit(ledger: Ledger) -> None:
+def test_operation_refund_refunds_a_debit(ledger: Ledger, materialize: Callable[[], int]) -> None:
     charged = debit_api.handle(request(amount=10), ledger)
+    materialize()  # the debit's ledger entry, which the refund reads
     refund = {
         "operation": "refund",
         "accountId": ACCOUNT,
@@ -210,21 +213,30 @@ def test_operation_refund_refunds_a_debit(ledger: Ledger) -> None:
     assert ledger.account(ACCOUNT).balance == 44
 
 
-def test_exhausted_retries_surface_as_a_function_error(moto_store: CreditsStore) -> None:
-    settings = Settings.model_validate({**get_settings().model_dump(), "max_write_attempts": 2})
-    ledger = wiring.build_ledger(
-        moto_store, PriceCatalog(moto_store.catalog, 60), settings, sleep=lambda _: None
-    )
+def test_throttling_that_outlived_the_retries_is_a_function_error_and_frees_the_key(
+    moto_store: CreditsStore,
+) -> None:
+    ledger = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(50)))
+    throttled: list[bool] = []
 
-    def throttle(**_: Any) -> None:
-        raise ClientError(
-            {"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
-            "TransactWriteItems",
-        )
+    def throttle(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"]["pk"]["S"] == keys.account_pk(ACCOUNT) and not throttled:
+            throttled.append(True)
+            raise ClientError(
+                {"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateItem"
+            )
 
-    moto_store.client.meta.events.register("before-call.dynamodb.TransactWriteItems", throttle)
+    moto_store.client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle)
 
+    # No retry loop of our own: botocore's retries are spent, the function fails (503).
     with pytest.raises(ServiceBusy):
         debit_api.handle(request(), ledger)
     assert ledger.account(ACCOUNT).balance == 50
+    # A throttled update never landed: its lease is released, so the caller's retry with
+    # the same key applies it at once (and once).
+    assert moto_store.idempotency.get(ACCOUNT, "req-1") is None
+    response = debit_api.handle(request(), ledger)
+    assert (response["balanceAfter"], response["replayed"]) == (45, False)
+    assert debit_api.handle(request(), ledger)["replayed"] is True
+    assert ledger.account(ACCOUNT).balance == 45

@@ -4,6 +4,7 @@ and the `events/debit-*.json` files that `sam local invoke DebitFunction -e ...`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,7 @@ from serverless_credits import wiring
 from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
 from serverless_credits.domain.errors import ServiceBusy, StorageError
 from serverless_credits.domain.models import EntryType
+from serverless_credits.storage.ledger_entries import EntryRange
 from serverless_credits.storage.store import CreditsStore
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -69,8 +71,10 @@ def demo_balance() -> Decimal:
     return wiring.ledger().account(DEMO_ACCOUNT).balance
 
 
-def debit_entries(store: CreditsStore) -> int:
-    entries, _ = store.entries.page(DEMO_ACCOUNT, limit=100, entry_type=EntryType.DEBIT)
+def debit_entries(store: CreditsStore, materialize: Callable[[], int]) -> int:
+    materialize()
+    debits = EntryRange(entry_type=EntryType.DEBIT)
+    entries, _ = store.entries.page(DEMO_ACCOUNT, limit=100, scope=debits)
     return len(entries)
 
 
@@ -104,7 +108,10 @@ def test_debit_success_event_charges_the_demo_account(
 
 
 def test_debit_insufficient_event_is_refused_with_the_available_amount(
-    demo_account: str, moto_store: CreditsStore, capsys: pytest.CaptureFixture[str]
+    demo_account: str,
+    moto_store: CreditsStore,
+    materialize: Callable[[], int],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     response = invoke(load_event("debit-insufficient.json"))
 
@@ -116,12 +123,15 @@ def test_debit_insufficient_event_is_refused_with_the_available_amount(
         }
     }
     assert demo_balance() == DEMO_BALANCE
-    assert debit_entries(moto_store) == 0
+    assert debit_entries(moto_store, materialize) == 0
     assert emitted_metrics(capsys.readouterr().out) == {"DebitsDeclined": [1]}
 
 
 def test_debit_replay_event_sent_twice_charges_once(
-    demo_account: str, moto_store: CreditsStore, capsys: pytest.CaptureFixture[str]
+    demo_account: str,
+    moto_store: CreditsStore,
+    materialize: Callable[[], int],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     event = load_event("debit-replay.json")
 
@@ -135,7 +145,7 @@ def test_debit_replay_event_sent_twice_charges_once(
     assert second["transactionId"] == first["transactionId"]
     assert second == {**first, "replayed": True}
     assert demo_balance() == Decimal("97.5")
-    assert debit_entries(moto_store) == 1
+    assert debit_entries(moto_store, materialize) == 1
     assert first_metrics == {"CreditsDebited": [2.5]}
     assert second_metrics == {"IdempotentReplays": [1]}
 
@@ -150,9 +160,10 @@ def test_the_handler_emits_the_debited_credits_as_a_metric(
 
 
 def test_a_refund_through_the_handler_has_its_own_metric(
-    demo_account: str, capsys: pytest.CaptureFixture[str]
+    demo_account: str, materialize: Callable[[], int], capsys: pytest.CaptureFixture[str]
 ) -> None:
     charged = invoke({"accountId": DEMO_ACCOUNT, "amount": 3, "idempotencyKey": "m-2"})
+    materialize()  # the debit's entry, which the refund reads
     capsys.readouterr()
 
     refunded = invoke(
@@ -200,28 +211,27 @@ def test_an_unexpected_failure_is_a_function_error(
 ) -> None:
     def deny(**_: Any) -> None:
         raise ClientError(
-            {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "TransactWriteItems"
+            {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateItem"
         )
 
-    moto_store.client.meta.events.register("before-call.dynamodb.TransactWriteItems", deny)
+    moto_store.client.meta.events.register("before-call.dynamodb.UpdateItem", deny)
 
-    with pytest.raises(StorageError, match="ledger write failed: AccessDeniedException"):
+    with pytest.raises(StorageError, match="apply failed: AccessDeniedException"):
         invoke({"accountId": DEMO_ACCOUNT, "amount": 1, "idempotencyKey": "k-3"})
     assert demo_balance() == DEMO_BALANCE
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-def test_exhausted_retries_are_a_function_error(
-    demo_account: str, moto_store: CreditsStore, monkeypatch: pytest.MonkeyPatch
+def test_throttling_that_outlived_the_retries_is_a_function_error(
+    demo_account: str, moto_store: CreditsStore
 ) -> None:
-    monkeypatch.setattr(wiring.ledger(), "_sleep", lambda _: None)
-
     def throttle(**_: Any) -> None:
         raise ClientError(
-            {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "TransactWriteItems"
+            {"Error": {"Code": "ThrottlingException", "Message": "slow"}}, "UpdateItem"
         )
 
-    moto_store.client.meta.events.register("before-call.dynamodb.TransactWriteItems", throttle)
+    # The account update is the write's one request: no retry loop of ours around it.
+    moto_store.client.meta.events.register("before-call.dynamodb.UpdateItem", throttle)
 
     with pytest.raises(ServiceBusy):
         invoke({"accountId": DEMO_ACCOUNT, "amount": 1, "idempotencyKey": "k-4"})

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Callable
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -193,7 +194,11 @@ def test_the_key_mapping_is_cached_briefly() -> None:
 
     now = [100.0]
     store = CountingStore()
-    directory = http_api.ApiKeyDirectory(store, ttl_seconds=60, monotonic=lambda: now[0])  # type: ignore[arg-type]
+    directory = http_api.ApiKeyDirectory(
+        SimpleNamespace(catalog=store),  # type: ignore[arg-type]
+        ttl_seconds=60,
+        monotonic=lambda: now[0],
+    )
 
     assert directory.account_for("k1") == "acct_1"
     assert directory.account_for("k1") == "acct_1"
@@ -219,7 +224,11 @@ def test_the_key_cache_is_bounded() -> None:
                 created_at=utc_now(),
             )
 
-    directory = http_api.ApiKeyDirectory(Store(), ttl_seconds=60, max_entries=3)  # type: ignore[arg-type]
+    directory = http_api.ApiKeyDirectory(
+        SimpleNamespace(catalog=Store()),  # type: ignore[arg-type]
+        ttl_seconds=60,
+        max_entries=3,
+    )
     for number in range(10):
         assert directory.account_for(f"k{number}") == f"acct_k{number}"
     assert len(directory._cache) == 3
@@ -311,7 +320,7 @@ def test_a_failing_key_lookup_is_a_500_without_detail(
     def broken(*_: Any) -> Any:
         raise StorageError("get_item failed: AccessDeniedException arn:aws:dynamodb:secret")
 
-    monkeypatch.setattr(moto_store, "get_api_key_mapping", broken)
+    monkeypatch.setattr(moto_store.catalog, "get_api_key_mapping", broken)
     response = invoke(balance_app.lambda_handler, api_event("/v1/credits/balance", api_key_id="k"))
     assert response.status == 500
     assert response.body["error"] == {
@@ -417,7 +426,9 @@ def test_every_route_has_an_event_file() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EVENT_ROUTES))
-def test_the_event_file_works_with_its_handler(moto_store: CreditsStore, name: str) -> None:
+def test_the_event_file_works_with_its_handler(
+    moto_store: CreditsStore, materialize: Callable[[], int], name: str
+) -> None:
     event = load_event(name)
     path, handler = EVENT_ROUTES[name]
     identity = event["requestContext"]["identity"]
@@ -433,6 +444,7 @@ def test_the_event_file_works_with_its_handler(moto_store: CreditsStore, name: s
             endpoint="/v1/calls",
         )
     )
+    materialize()  # the entry and the day's usage come from the stream
     moto_store.catalog.put_api_key_mapping(
         ApiKeyMapping(
             api_key_id=identity["apiKeyId"],

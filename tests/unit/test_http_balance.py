@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -33,7 +34,7 @@ BALANCE_FIELDS = {
 
 
 @pytest.fixture
-def account(moto_store: CreditsStore) -> ApiAccount:
+def account(moto_store: CreditsStore, materialize: Callable[[], int]) -> ApiAccount:
     opened = open_account(
         "acct_bal",
         opening_balance=100,
@@ -56,6 +57,7 @@ def account(moto_store: CreditsStore) -> ApiAccount:
             quantity=Decimal(2),
         )
     )
+    materialize()  # the refund reads the debit's ledger entry
     ledger.refund(
         RefundCommand(
             account_id="acct_bal",

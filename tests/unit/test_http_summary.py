@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,19 +13,18 @@ from serverless_credits.config import get_settings
 from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
 from serverless_credits.domain.models import ApiKeyMapping, SubscriptionStatus
 from serverless_credits.storage.store import CreditsStore
+from tests.support import Clock
 
 PATH = "/v1/account/summary"
 
 
 def test_summary_has_balance_subscription_month_usage_and_lifetime(
-    moto_store: CreditsStore,
+    moto_store: CreditsStore, materialize: Callable[[], int]
 ) -> None:
     now = datetime.now(UTC)
     start_of_month = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    clock = [start_of_month - timedelta(days=3)]  # last month: lifetime, not this month
-    ledger = wiring.build_ledger(
-        moto_store, wiring.prices(), get_settings(), clock=lambda: clock[0]
-    )
+    clock = Clock(start_of_month - timedelta(days=3))  # last month: lifetime, not this month
+    ledger = wiring.build_ledger(moto_store, wiring.prices(), get_settings(), clock=clock)
     ledger.create_account(
         CreateAccountCommand(
             account_id="acct_sum",
@@ -38,17 +38,19 @@ def test_summary_has_balance_subscription_month_usage_and_lifetime(
         )
     )
     moto_store.catalog.put_api_key_mapping(
-        ApiKeyMapping(api_key_id="k-sum", account_id="acct_sum", plan="pro", created_at=clock[0])
+        ApiKeyMapping(api_key_id="k-sum", account_id="acct_sum", plan="pro", created_at=clock.now)
     )
-    created_at = clock[0]
+    created_at = clock.now
     ledger.debit(DebitCommand(account_id="acct_sum", idempotency_key="old", amount=Decimal(10)))
-    clock[0] = now
+    materialize()
+    clock.now = now
     ledger.debit(
         DebitCommand(
             account_id="acct_sum", idempotency_key="new1", action="sms", endpoint="/v1/sms"
         )
     )
     ledger.debit(DebitCommand(account_id="acct_sum", idempotency_key="new2", amount=Decimal("1.5")))
+    materialize()  # usage is counted from the stream
 
     response = invoke(lambda_handler, api_event(PATH, api_key_id="k-sum"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from serverless_credits.domain.commands import (
     RefundCommand,
 )
 from serverless_credits.domain.models import ApiKeyMapping
+from serverless_credits.domain.operations import sequence_of
 from serverless_credits.storage.store import CreditsStore
 from tests.support import Clock, assert_invalid
 
@@ -28,7 +30,21 @@ PATH = "/v1/credits/transactions"
 START = datetime(2025, 2, 1, 9, 0, tzinfo=UTC)
 
 
+def _materialize() -> int:  # replaced per test by the `materialize` fixture
+    raise AssertionError("no stream to materialize")
+
+
+@pytest.fixture(autouse=True)
+def _reads_are_materialized(
+    materialize: Callable[[], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "_materialize", materialize)
+
+
 def get(account: ApiAccount, **query: str) -> ApiResponse:
+    """A page, once the Materializer function has written every change so far (the ledger
+    entries the API lists come from the stream)."""
+    _materialize()
     return invoke(lambda_handler, api_event(PATH, query, api_key_id=account.api_key_id))
 
 
@@ -127,18 +143,20 @@ def test_a_page_is_most_recent_first_with_every_field(
     assert [entry["sequence"] for entry in body["data"]] == [5, 4, 3, 2, 1]
     sms = body["data"][2]
     assert sms["amount"] == -1
-    assert sms["balanceAfter"] == 149
+    assert sms["balanceAfter"] == sms["availableAfter"] == 149
+    assert sms["actor"] is None
     assert sms["action"] == "sms"
     assert sms["quantity"] == 1
     assert sms["endpoint"] == "/v1/sms"
     assert sms["metadata"] == {"to": "+1", "segments": 2, "retry": False}
-    assert sms["id"].startswith("txn_")
+    assert sms["id"].startswith("txn_3_")  # names its sequence
     assert sms["createdAt"] == "2025-02-03T09:00:00Z"
     assert set(sms) == {
         "id",
         "type",
         "amount",
         "balanceAfter",
+        "availableAfter",
         "sequence",
         "description",
         "reference",
@@ -147,6 +165,7 @@ def test_a_page_is_most_recent_first_with_every_field(
         "quantity",
         "endpoint",
         "refundOf",
+        "actor",
         "createdAt",
     }
     assert body["data"][3]["reference"] == "po_1"
@@ -158,6 +177,7 @@ def test_refunds_name_the_debit_they_refund(moto_store: CreditsStore) -> None:
     charged = wiring.ledger().debit(
         DebitCommand(account_id="acct_r", idempotency_key="d", amount=Decimal(4))
     )
+    _materialize()  # the refund reads the debit's ledger entry
     wiring.ledger().refund(
         RefundCommand(
             account_id="acct_r", idempotency_key="r", transaction_id=charged.transaction_id
@@ -260,7 +280,8 @@ def test_offset_and_cursor_give_the_same_entries(
     everything = [entry["id"] for entry in get(account, limit="100").body["data"]]
     assert len(everything) == ENTRIES
     assert by_offset == by_cursor == everything
-    assert everything == sorted(everything, reverse=True)
+    # Most recent first: the sequences each transaction id names, from the newest down.
+    assert [sequence_of(i) for i in everything] == list(range(ENTRIES, 0, -1))
 
 
 def test_an_offset_page_continues_by_cursor(moto_store: CreditsStore, account: ApiAccount) -> None:

@@ -1,11 +1,17 @@
 """Every ledger operation on moto: what it writes, what it refuses, and the invariants.
 
-moto runs transactions one at a time, which is all these tests need; concurrency,
-atomicity under contention and faults are proven on DynamoDB Local (tests/integration).
+A change lands on the account item at once; its ledger entry and usage are written from
+the table's stream by the materializer, so every helper that reads entries or usage drains
+the stream first (the `materialize` fixture), and the ledger under test drains it while it
+waits for an entry (a refund waits for its debit's), as the Materializer function would
+have written it meanwhile. moto runs requests one at a time, which is all these tests need;
+concurrency and faults are proven on DynamoDB Local (tests/integration); the write path's
+own outcomes (leases, replays, recovery) in test_write_path.py.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
@@ -44,17 +50,30 @@ from serverless_credits.domain.models import (
     PriceList,
     utc_now,
 )
-from serverless_credits.ledger.operations import Backoff, Ledger, fingerprint
+from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
 from serverless_credits.storage import keys
 from serverless_credits.storage.store import CreditsStore
+from tests.support import Clock
 
 ACCOUNT = "acct_unit"
 
 
 # ---------------------------------------------------------------- helpers
+def _materialize() -> int:  # replaced per test by the `materialize` fixture
+    raise AssertionError("no stream to materialize")
+
+
+@pytest.fixture(autouse=True)
+def _reads_are_materialized(
+    materialize: Callable[[], int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "_materialize", materialize)
+
+
 def entries(store: CreditsStore, account_id: str = ACCOUNT) -> list[LedgerEntry]:
-    """The account's whole ledger, oldest first."""
+    """The account's whole ledger, oldest first (once the stream is materialized)."""
+    _materialize()
     found, more = store.entries.page(account_id, limit=1000, newest_first=False)
     assert more is None
     return found
@@ -81,8 +100,27 @@ def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> 
     assert account.balance >= -account.overdraft_limit
 
 
+def usage_rows(store: CreditsStore, account_id: str = ACCOUNT) -> list[DailyUsage]:
+    """Every day of the account's usage (once the stream is materialized)."""
+    _materialize()
+    return store.usage.daily(account_id, date(2000, 1, 1), date(2100, 1, 1))
+
+
+def record_calls(store: CreditsStore) -> list[tuple[str, str]]:
+    """(operation, partition key) of every DynamoDB request from now on."""
+    calls: list[tuple[str, str]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        item = params.get("Key") or params.get("Item") or {}
+        calls.append((model.name, item.get("pk", {}).get("S", "")))
+
+    store.client.meta.events.register("before-parameter-build.dynamodb", record)
+    return calls
+
+
 def usage_today(store: CreditsStore, account_id: str = ACCOUNT) -> DailyUsage:
     """The account's usage rows of yesterday and today, added up (a test may cross midnight)."""
+    _materialize()
     today = utc_now().date()
     rows = store.usage.daily(account_id, today - timedelta(days=1), today)
     assert rows
@@ -140,8 +178,13 @@ def adjustment(
 
 
 @pytest.fixture
-def ledger(moto_store: CreditsStore) -> Ledger:
-    return wiring.ledger()
+def ledger(moto_store: CreditsStore, materialize: Callable[[], int]) -> Ledger:
+    """The process's ledger, except that waiting runs the materializer."""
+
+    def materialize_meanwhile(_: float) -> None:
+        materialize()
+
+    return wiring.build_ledger(moto_store, wiring.prices(), sleep=materialize_meanwhile)
 
 
 @pytest.fixture
@@ -192,7 +235,17 @@ def test_create_account_with_opening_balance_writes_one_grant_entry(
         1,
     )
     assert opening.description == "Opening balance"
-    assert stored.last_entry_at == opening.created_at
+    assert opening.idempotency_key == "opening-balance"
+    # The account names the operation of its latest version; the entry is built from it.
+    assert stored.last_op is not None
+    assert (stored.last_op.key, stored.last_op.type, stored.last_op.amount) == (
+        "opening-balance",
+        EntryType.GRANT,
+        Decimal("100.5"),
+    )
+    assert opening.transaction_id == f"txn_1_{stored.last_op.id[:12]}"
+    assert stored.last_op.at == opening.created_at
+    assert stored.available == stored.balance
     assert_ledger_invariants(moto_store)
 
 
@@ -335,7 +388,7 @@ def test_debit_of_an_unknown_action_is_a_validation_error_and_writes_nothing(
     assert isinstance(refused.value, ValidationFailed)
     assert refused.value.details == {"field": "action"}
     assert stored_account(moto_store).version == 1
-    assert moto_store.usage.daily(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1)) == []
+    assert [(day.calls, day.failed) for day in usage_rows(moto_store)] == [(0, 0)]
 
 
 @pytest.mark.parametrize(
@@ -493,9 +546,12 @@ def test_an_account_that_vanished_under_a_warm_ledger_is_not_found(
         Key={"pk": {"S": keys.account_pk(account)}, "sk": {"S": keys.ACCOUNT_SK}},
     )
 
-    for attempt in range(2):  # first from the cached state, then from a fresh read
+    for attempt in range(2):  # no cached state to trust: the update's refusal says it
         with pytest.raises(AccountNotFound):
             debit(ledger, 1, key=f"after-{attempt}")
+    # Each refused lease was released: no pending record is left behind.
+    assert moto_store.idempotency.get(account, "after-0") is None
+    assert moto_store.idempotency.get(account, "after-1") is None
 
 
 # ---------------------------------------------------------------- credits
@@ -520,8 +576,12 @@ def test_top_up_adds_credits_with_its_reference(
     stored = stored_account(moto_store)
     assert (stored.total, stored.used) == (Decimal("350.25"), Decimal(0))
     assert stored.lifetime_requests == 0
-    # Funding is not usage.
-    assert moto_store.usage.daily(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1)) == []
+    # Funding is not usage: the day only indexes the entry (its sequence range).
+    [day] = usage_rows(moto_store)
+    assert (day.calls, day.failed, day.credits_used) == (0, 0, Decimal(0))
+    assert (day.by_type, day.by_endpoint, day.by_endpoint_credits) == ({}, {}, {})
+    [item] = moto_store.usage.days(ACCOUNT, date(2000, 1, 1), date(2100, 1, 1))
+    assert (item["firstSeq"], item["lastSeq"]) == (1, 2)
     assert_ledger_invariants(moto_store)
 
 
@@ -678,7 +738,15 @@ def test_only_debits_can_be_refunded(
 
 
 @pytest.mark.parametrize(
-    "transaction_id", ["txn_20240101T000000000000Z", "txn_not-a-time", "unknown", "TXN_1"]
+    "transaction_id",
+    [
+        "txn_20240101T000000000000Z",
+        "txn_not-a-time",
+        "unknown",
+        "TXN_1",
+        "txn_0_0123456789ab",
+        "txn_99_0123456789ab",
+    ],
 )
 def test_refund_of_an_unknown_transaction_raises_not_found(
     ledger: Ledger, account: str, transaction_id: str
@@ -864,9 +932,10 @@ def test_a_repeated_whole_refund_returns_the_original_result(
 
 
 def test_an_idempotency_key_can_be_reused_after_its_retention(
-    ledger: Ledger, moto_store: CreditsStore, account: str
+    ledger: Ledger, moto_store: CreditsStore, account: str, materialize: Callable[[], int]
 ) -> None:
     first = debit(ledger, 10, key="old-key")
+    materialize()  # the entry exists: the record's retention starts
     retention = timedelta(hours=get_settings().idempotency_retention_hours, minutes=1)
     later = wiring.build_ledger(
         moto_store,
@@ -883,32 +952,79 @@ def test_an_idempotency_key_can_be_reused_after_its_retention(
     assert_ledger_invariants(moto_store)
 
 
-# ---------------------------------------------------------------- the write path
-def test_a_stale_cached_state_is_corrected_from_the_failed_condition_without_a_read(
+def test_a_record_whose_entry_is_not_written_yet_never_expires(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
-    debit(ledger, 1, key="warm")  # `ledger` now remembers version 2
-    other = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
-    debit(other, 1, key="elsewhere")  # version 3, unknown to `ledger`
-    reads: list[str] = []
-    moto_store.client.meta.events.register(
-        "before-call.dynamodb.GetItem", lambda **_: reads.append("GetItem")
+    first = debit(ledger, 10, key="old-key")
+    record = moto_store.idempotency.get(ACCOUNT, "old-key")
+    assert record is not None
+    assert record.expires_at is None  # no TTL until the materializer wrote the entry
+    much_later = timedelta(days=400)
+    later = wiring.build_ledger(
+        moto_store,
+        PriceCatalog(moto_store.catalog, 60),
+        get_settings(),
+        clock=lambda: utc_now() + much_later,
     )
 
-    result = debit(ledger, 1, key="stale")
+    again = debit(later, 10, key="old-key")
 
-    assert result.balance_after == 97
-    assert reads == []
+    assert (again.transaction_id, again.replayed) == (first.transaction_id, True)
+    assert stored_account(moto_store).balance == 90
+
+
+# ---------------------------------------------------------------- the write path
+def test_a_debit_is_one_update_of_the_account_item_without_a_read(
+    ledger: Ledger, moto_store: CreditsStore, account: str
+) -> None:
+    debit(ledger, 1, key="warm")
+    other = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
+    debit(other, 1, key="elsewhere")  # version 3, written by another ledger
+    calls = record_calls(moto_store)
+
+    result = debit(ledger, 1, key="after-another-writer")
+
+    # No read, no version to pin, no retry on contention: one conditional update of the
+    # account, between the lease (PutItem) and the completion of the record (UpdateItem).
+    assert calls == [
+        ("PutItem", keys.idempotency_pk(ACCOUNT, "after-another-writer")),
+        ("UpdateItem", keys.account_pk(ACCOUNT)),
+        ("UpdateItem", keys.idempotency_pk(ACCOUNT, "after-another-writer")),
+    ]
+    assert (result.balance_after, result.available) == (Decimal(97), Decimal(97))
+    assert result.transaction_id.startswith("txn_4_")
     assert entries(moto_store)[-1].sequence == 4
+    assert_ledger_invariants(moto_store)
+
+
+def test_a_stale_overdraft_costs_one_refused_update_and_no_read(
+    ledger: Ledger, moto_store: CreditsStore, account: str
+) -> None:
+    debit(ledger, 1, key="warm")  # the ledger remembers no overdraft
+    moto_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(20)})
+    calls = record_calls(moto_store)
+
+    result = debit(ledger, 110, key="into-the-new-overdraft")
+
+    # The refusal's image (ALL_OLD) shows the new limit: the update is planned again once.
+    account_updates = [call for call in calls if call == ("UpdateItem", keys.account_pk(ACCOUNT))]
+    assert len(account_updates) == 2
+    assert not [call for call in calls if call[0] in {"GetItem", "Query"}]
+    assert result.balance_after == -11
+    calls.clear()
+    debit(ledger, 1, key="with-the-known-overdraft")
+    assert [call for call in calls if call == ("UpdateItem", keys.account_pk(ACCOUNT))] == [
+        ("UpdateItem", keys.account_pk(ACCOUNT))
+    ]
     assert_ledger_invariants(moto_store)
 
 
 def test_ledger_timestamps_strictly_increase_even_when_the_clock_stands_still(
     moto_store: CreditsStore,
 ) -> None:
-    frozen = datetime(2024, 5, 1, 12, 0, 0, tzinfo=utc_now().tzinfo)
+    frozen = Clock(datetime(2024, 5, 1, 12, 0, 0, tzinfo=utc_now().tzinfo))
     ledger = wiring.build_ledger(
-        moto_store, PriceCatalog(moto_store.catalog, 60), get_settings(), clock=lambda: frozen
+        moto_store, PriceCatalog(moto_store.catalog, 60), get_settings(), clock=frozen
     )
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(10)))
 
@@ -916,8 +1032,29 @@ def test_ledger_timestamps_strictly_increase_even_when_the_clock_stands_still(
 
     stamps = [e.created_at for e in entries(moto_store)]
     assert stamps == sorted(set(stamps))
+    assert stamps[0] == frozen.now
     assert stamps[-1] - stamps[0] == timedelta(microseconds=3)
+    assert [e.transaction_id for e in entries(moto_store)][1:] == ids
     assert len(set(ids)) == 3
+    assert_ledger_invariants(moto_store)
+
+
+def test_entry_times_follow_the_sequence_even_when_a_writers_clock_runs_behind(
+    moto_store: CreditsStore,
+) -> None:
+    clock = Clock(datetime(2024, 5, 1, 12, 0, 0, tzinfo=utc_now().tzinfo))
+    ledger = wiring.build_ledger(
+        moto_store, PriceCatalog(moto_store.catalog, 60), get_settings(), clock=clock
+    )
+    ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(10)))
+    debit(ledger, 1, key="on-time")
+    clock.now -= timedelta(seconds=5)  # another writer's clock, behind
+
+    debit(ledger, 1, key="late-clock")
+
+    *_, on_time, late = entries(moto_store)
+    assert late.sequence == on_time.sequence + 1
+    assert late.created_at == on_time.created_at + timedelta(microseconds=1)
     assert_ledger_invariants(moto_store)
 
 
@@ -932,26 +1069,29 @@ def test_mixed_operations_keep_every_ledger_invariant(
     ledger.refund(refund(charged.transaction_id, "r1", amount=Decimal("1.25")))
     ledger.adjust(adjustment("0.000001", key="a2"))
 
-    assert stored_account(moto_store).balance == Decimal("104.5")
+    stored = stored_account(moto_store)
+    assert stored.balance == stored.available == Decimal("104.5")
     assert_ledger_invariants(moto_store)
+    assert [e.available_after for e in entries(moto_store)] == [
+        e.balance_after for e in entries(moto_store)
+    ]
 
 
-def test_backoff_is_full_jitter_exponential_and_capped() -> None:
-    slept: list[float] = []
-    backoff = Backoff(slept.append, lambda: 1.0, base=0.005, cap=0.05)
-    for _ in range(6):
-        backoff.wait()
-    assert slept == [0.005, 0.01, 0.02, 0.04, 0.05, 0.05]
+def test_an_entry_is_found_by_its_transaction_id_once_materialized(
+    ledger: Ledger, moto_store: CreditsStore, account: str
+) -> None:
+    charged = debit(ledger, 2, key="find-me")
 
-    jittered: list[float] = []
-    Backoff(jittered.append, lambda: 0.5).wait()
-    assert jittered == [0.0025]
+    found = ledger.entry(ACCOUNT, charged.transaction_id)  # waits: the stream is drained
 
-
-def test_fingerprint_is_stable_and_tells_operations_apart() -> None:
-    parameters = {"accountId": "a", "amount": "1", "metadata": {"x": 1, "y": 2}}
-    reordered = {"metadata": {"y": 2, "x": 1}, "amount": "1", "accountId": "a"}
-
-    assert fingerprint("debit", parameters) == fingerprint("debit", reordered)
-    assert fingerprint("debit", parameters) != fingerprint("topup", parameters)
-    assert fingerprint("debit", parameters) != fingerprint("debit", {**parameters, "amount": "2"})
+    assert (found.transaction_id, found.amount, found.sequence) == (
+        charged.transaction_id,
+        Decimal(-2),
+        2,
+    )
+    sequence = charged.transaction_id.split("_")[1]
+    for other in (f"txn_{sequence}_000000000000", "txn_3_0123456789ab"):
+        with pytest.raises(TransactionNotFound):
+            ledger.entry(ACCOUNT, other)
+    with pytest.raises(TransactionNotFound):
+        ledger.entry("acct_other", charged.transaction_id)

@@ -97,7 +97,7 @@ class CursorSigner:
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise InvalidCursor()
         position = data.get("p")
-        if not isinstance(position, str) or not _POSITION.match(position):
+        if not isinstance(position, str) or not _POSITION.fullmatch(position):
             raise InvalidCursor()
         return position
 

@@ -1,0 +1,146 @@
+"""Posting rules (domain.posting): the deltas each kind of operation adds to an account, what
+it needs from the account, and how a refusal's image becomes a domain error. No AWS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from serverless_credits.domain.errors import (
+    AccountNotFound,
+    AccountSuspended,
+    InsufficientCredits,
+)
+from serverless_credits.domain.models import Account, AccountStatus, EntryType, Operation
+from serverless_credits.domain.posting import Posting, check_allowed, posting_for, refusal
+
+NOW = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def account(**fields: Any) -> Account:
+    figures: dict[str, Any] = {"balance": Decimal(10), "available": Decimal(10), **fields}
+    return Account(account_id="acct_post", created_at=NOW, updated_at=NOW, **figures)
+
+
+def posting(entry_type: EntryType, amount: str | int) -> Posting:
+    return posting_for(Operation(type=entry_type, amount=Decimal(amount)))
+
+
+@pytest.mark.parametrize(
+    ("entry_type", "amount", "expected"),
+    [
+        # A debit consumes, counts a request, needs an active account and the funds.
+        # expected: (used, total, requests, requires active, funds needed)
+        (EntryType.DEBIT, "-2.5", ("2.5", "0", 1, True, "2.5")),
+        # Credits add to the lifetime total and need nothing.
+        (EntryType.TOPUP, "7", ("0", "7", 0, False, None)),
+        (EntryType.GRANT, "0.000001", ("0", "0.000001", 0, False, None)),
+        # A refund gives back what was used: `used` goes down, `total` stays.
+        (EntryType.REFUND, "3", ("-3", "0", 0, False, None)),
+        # An upward correction is credited; a downward one is consumed and checked
+        # against the funds, whatever the account's status.
+        (EntryType.ADJUSTMENT, "4", ("0", "4", 0, False, None)),
+        (EntryType.ADJUSTMENT, "-4", ("4", "0", 0, False, "4")),
+    ],
+)
+def test_each_kind_of_operation_moves_the_figures_it_should(
+    entry_type: EntryType, amount: str, expected: tuple[str, str, int, bool, str | None]
+) -> None:
+    used, total, requests, active, needed = expected
+
+    rule = posting(entry_type, amount)
+
+    assert (rule.balance, rule.available) == (Decimal(amount), Decimal(amount))
+    assert (rule.used, rule.total) == (Decimal(used), Decimal(total))
+    assert rule.requests == requests
+    assert rule.require_active is active
+    assert rule.funds_needed == (Decimal(needed) if needed is not None else None)
+    # `total - used == balance` holds after every posting.
+    assert rule.total - rule.used == rule.balance
+
+
+def test_the_funds_floor_takes_the_overdraft_off_what_is_needed() -> None:
+    rule = posting(EntryType.DEBIT, "-10")
+
+    assert rule.floor(Decimal(0)) == Decimal(10)
+    assert rule.floor(Decimal("2.5")) == Decimal("7.5")
+    assert rule.floor(Decimal(25)) == Decimal(-15)
+    assert str(rule.floor(Decimal(10))) == "0"  # normalized for the condition's value
+    assert posting(EntryType.TOPUP, "10").floor(Decimal(5)) is None
+
+
+@pytest.mark.parametrize(
+    ("available", "overdraft", "amount", "allowed"),
+    [
+        ("10", "0", "-10", True),  # the whole balance
+        ("10", "0", "-10.000001", False),
+        ("10", "5", "-15", True),  # down to the overdraft limit
+        ("10", "5", "-15.000001", False),
+        ("-5", "5", "-0.000001", False),  # already at the limit
+        ("-5", "5", "1", True),  # a credit needs no funds
+    ],
+)
+def test_check_allowed_refuses_what_would_dig_past_the_overdraft(
+    available: str, overdraft: str, amount: str, allowed: bool
+) -> None:
+    state = account(available=Decimal(available), overdraft_limit=Decimal(overdraft))
+    entry_type = EntryType.DEBIT if Decimal(amount) < 0 else EntryType.TOPUP
+    rule = posting(entry_type, amount)
+
+    if allowed:
+        check_allowed(state, rule)
+        return
+    with pytest.raises(InsufficientCredits) as refused:
+        check_allowed(state, rule)
+    assert refused.value.available == Decimal(available)
+    assert refused.value.details == {
+        "available": Decimal(available),
+        "requested": -Decimal(amount),
+    }
+
+
+def test_funds_are_judged_on_available_not_balance() -> None:
+    held = account(balance=Decimal(10), reserved=Decimal(8), available=Decimal(2))
+
+    with pytest.raises(InsufficientCredits) as refused:
+        check_allowed(held, posting(EntryType.DEBIT, "-3"))
+
+    assert refused.value.available == 2
+
+
+@pytest.mark.parametrize("status", [AccountStatus.SUSPENDED, AccountStatus.CLOSED])
+def test_only_debits_need_an_active_account(status: AccountStatus) -> None:
+    inactive = account(status=status)
+
+    with pytest.raises(AccountSuspended) as refused:
+        check_allowed(inactive, posting(EntryType.DEBIT, "-1"))
+    assert refused.value.details == {"accountId": "acct_post", "status": status.value}
+    check_allowed(inactive, posting(EntryType.TOPUP, "1"))
+    check_allowed(inactive, posting(EntryType.ADJUSTMENT, "-1"))
+    check_allowed(inactive, posting(EntryType.REFUND, "1"))
+
+
+def test_an_inactive_account_is_reported_before_missing_funds() -> None:
+    broke = account(status=AccountStatus.SUSPENDED, available=Decimal(0))
+
+    assert isinstance(refusal("acct_post", broke, posting(EntryType.DEBIT, "-5")), AccountSuspended)
+
+
+def test_a_refusal_without_an_image_is_a_missing_account() -> None:
+    error = refusal("acct_gone", None, posting(EntryType.TOPUP, "1"))
+
+    assert isinstance(error, AccountNotFound)
+    assert error.details == {"accountId": "acct_gone"}
+
+
+def test_a_refusal_the_image_does_not_explain_means_the_assumed_overdraft_was_stale() -> None:
+    # The writer assumed no overdraft; the image shows one that covers the debit.
+    current = account(available=Decimal(1), overdraft_limit=Decimal(10))
+
+    assert refusal("acct_post", current, posting(EntryType.DEBIT, "-5")) is None
+    error = refusal("acct_post", current, posting(EntryType.DEBIT, "-12"))
+    assert isinstance(error, InsufficientCredits)
+    assert error.available == 1
