@@ -7,6 +7,11 @@ the sum of the top-level imports after interpreter start-up, median of several r
 bytecode caches warm. Separately: the time to compile the layer's and the function's sources,
 which a cold start pays when the artifact ships no `.pyc` (the build deletes `__pycache__`,
 and Lambda's code directories are read-only, so Python cannot cache what it compiles).
+
+The Debit function against two baselines (`compare`): the same debit written with Powertools
+and pydantic alone (bench/powertools_function.py) and the literal `import
+aws_lambda_powertools, pydantic`; import, and import + first invocation on DynamoDB Local,
+timed inside fresh interpreters (perf_counter and process_time, no `-X importtime`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import tempfile
 import time
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +93,14 @@ def _parse_importtime(stderr: str) -> list[tuple[int, int, int, str]]:
     return rows
 
 
-def _run(code: str, environment: dict[str, str], *args: str) -> tuple[str, str, float, float]:
+def _run(
+    code: str, environment: dict[str, str], *args: str, importtime: bool = True
+) -> tuple[str, str, float, float]:
     """stdout, stderr, wall seconds and CPU seconds (user + system) of a fresh interpreter."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     completed = subprocess.run(  # noqa: S603 - our own interpreter, our own arguments
-        [sys.executable, "-X", "importtime", "-c", code, *args],
+        [sys.executable, *(["-X", "importtime"] if importtime else []), "-c", code, *args],
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
@@ -127,80 +135,15 @@ def _environment(env: Environment, logical_id: str, pycache: str) -> dict[str, s
     return environment
 
 
-BARE_IMPORTS = {
-    "bare_powertools_pydantic": "import aws_lambda_powertools, pydantic",
-    "bare_powertools_pydantic_boto3": "import aws_lambda_powertools, pydantic, boto3",
-}
-COLD_TARGET = 1.2
-FIRST_CALL_MARK = "bench-first-call"
-_FIRST_CALL = """
-import json, sys
-import {module} as function
-sys.stderr.write("{mark}\\n")
-sys.stderr.flush()
-
-class Context:
-    function_name = "bench-DebitFunction"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-DebitFunction"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-response = function.lambda_handler(json.loads(sys.argv[1]), Context())
-assert "error" not in response, response
-"""
-
-
-def _top_level_ms(rows: list[tuple[int, int, int, str]]) -> float:
-    return sum(cumulative for depth, _, cumulative, _ in rows if depth == 0) / 1000
-
-
-def first_call(env: Environment, runs: int, pycache: str, event: dict[str, Any]) -> dict[str, Any]:
-    """The Debit function's module import, then what its first debit imports on top (in a
-    fresh interpreter each run, against the benchmark's DynamoDB Local)."""
-    environment = _environment(env, "DebitFunction", pycache)
-    module = "functions.debit.app"
-    code = _FIRST_CALL.format(module=module, mark=FIRST_CALL_MARK)
-    imports: list[float] = []
-    later: list[float] = []
-    for index in range(runs + 1):
-        request = {**event, "idempotencyKey": f"{event['idempotencyKey']}-{index}"}
-        _, err, _, _ = _run(code, environment, json.dumps(request))
-        before, _, after = err.partition(FIRST_CALL_MARK)
-        if index == 0:
-            continue  # fills the bytecode cache
-        imports.append(_top_level_ms(_parse_importtime(before)))
-        later.append(_top_level_ms(_parse_importtime(after)))
-    return {
-        "module_import_ms": round(statistics.median(imports), 1),
-        "first_call_import_ms": round(statistics.median(later), 1),
-    }
-
-
-def import_times(
-    env: Environment, runs: int, event: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Each function's import; bare Powertools + pydantic (+ boto3) imports; and the Debit
-    function's first call (`event`, a debit of an existing account)."""
+def import_times(env: Environment, runs: int) -> dict[str, Any]:
+    """Each function's import, with the heaviest packages (`-X importtime`)."""
     results: dict[str, Any] = {}
-    bare: dict[str, Any] = {}
-    first: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="bench-pycache-") as pycache:
         # A bare interpreter with the same settings: what start-up costs before any import.
         bare_env = _environment(env, next(iter(env.specs)), pycache)
         bare_runs = [_run("pass", bare_env) for _ in range(runs)]
         startup = {row[3] for _, err, _, _ in bare_runs for row in _parse_importtime(err)}
         bare_cpu = statistics.median(cpu for *_, cpu in bare_runs)
-        for name, code in BARE_IMPORTS.items():
-            _run(code, bare_env)
-            bare_totals: list[float] = []
-            for _ in range(runs):
-                _, err, _, _ = _run(code, bare_env)
-                rows = [row for row in _parse_importtime(err) if row[3] not in startup]
-                bare_totals.append(_top_level_ms(rows))
-            bare[name] = {"code": code, "import_ms": round(statistics.median(bare_totals), 1)}
-            say(f"  {code}: {bare[name]['import_ms']} ms")
-        if event is not None and env.has_function_code("DebitFunction"):
-            first = first_call(env, runs, pycache, event)
         for logical_id, spec in env.specs.items():
             module_name = spec.handler.rsplit(".", 1)[0]
             module = f"functions.{spec.code_dir.name}.{module_name}"
@@ -245,32 +188,148 @@ def import_times(
                 f"(CPU {results[logical_id]['import_cpu_ms']} ms; "
                 f"+{results[logical_id]['compile_without_pyc_ms']} ms compiling without .pyc)"
             )
-    return {"functions": results, "bare": bare, "debit_first_call": first}
+    return results
 
 
-def versus_bare(imports: dict[str, Any]) -> dict[str, Any] | None:
-    """The Debit function's import against a bare Powertools + pydantic import."""
-    debit = imports["functions"].get("DebitFunction", {})
-    bare = imports["bare"].get("bare_powertools_pydantic")
-    first = imports.get("debit_first_call")
-    if "import_ms" not in debit or not bare:
+# ---------------------------------------------------------------- the Debit function vs baselines
+COLD_TARGET = 1.2
+DEBIT = "debit_function"
+POWERTOOLS_FUNCTION = "powertools_function"
+LITERAL_IMPORT = "powertools_pydantic_import"
+# What each compared target imports (comma-separated modules) and whether it is invoked.
+COMPARED = {
+    DEBIT: "functions.debit.app",
+    POWERTOOLS_FUNCTION: "bench.powertools_function",
+    LITERAL_IMPORT: "aws_lambda_powertools,pydantic",
+}
+# A sampled trace, as Lambda sets it with active tracing: the tracer records real subsegments
+# (and sends them to a daemon address where nothing listens).
+TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+
+_PROBE = """
+import importlib, json, os, sys, time
+# What the function prints (JSON logs, EMF metrics) goes to CloudWatch in Lambda: not ours.
+sys.stdout = open(os.devnull, "w")
+wall, cpu = time.perf_counter(), time.process_time()
+modules = [importlib.import_module(name) for name in sys.argv[1].split(",")]
+imported_wall, imported_cpu = time.perf_counter(), time.process_time()
+result = {
+    "import_ms": (imported_wall - wall) * 1000,
+    "import_cpu_ms": (imported_cpu - cpu) * 1000,
+    "modules_after_import": len(sys.modules),
+}
+if len(sys.argv) > 2:
+    class Context:
+        function_name = "bench-cold"
+        function_version = "$LATEST"
+        memory_limit_in_mb = 256
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench-cold"
+        aws_request_id = "00000000-0000-0000-0000-000000000000"
+        log_group_name = "/aws/lambda/bench-cold"
+        log_stream_name = "bench"
+
+        def get_remaining_time_in_millis(self):
+            return 10_000
+
+    response = modules[0].lambda_handler(json.loads(sys.argv[2]), Context())
+    if "error" in response:
+        raise SystemExit(f"first call refused: {response}")
+    result["first_call_ms"] = (time.perf_counter() - imported_wall) * 1000
+    result["first_call_cpu_ms"] = (time.process_time() - imported_cpu) * 1000
+    result["modules_after_first_call"] = len(sys.modules)
+sys.__stdout__.write(json.dumps(result) + "\\n")
+"""
+
+
+def _probe(
+    environment: dict[str, str], modules: str, event: dict[str, Any] | None
+) -> dict[str, Any]:
+    args = [modules] if event is None else [modules, json.dumps(event)]
+    out, *_ = _run(_PROBE, environment, *args, importtime=False)
+    measured: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    if "first_call_ms" in measured:
+        measured["import_and_first_call_ms"] = measured["import_ms"] + measured["first_call_ms"]
+        measured["import_and_first_call_cpu_ms"] = (
+            measured["import_cpu_ms"] + measured["first_call_cpu_ms"]
+        )
+    return measured
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
         return None
-    with_boto3 = imports["bare"].get("bare_powertools_pydantic_boto3", {}).get("import_ms")
-    later = first["first_call_import_ms"] if first else None
+    return round(numerator / denominator, 2)
+
+
+def compare(
+    env: Environment,
+    runs: int,
+    event: Callable[[str], dict[str, Any]],
+    idempotency_table: str,
+) -> dict[str, Any]:
+    """The Debit function against the Powertools + pydantic function a user would write for
+    the same debit (bench/powertools_function.py) and the literal `import
+    aws_lambda_powertools, pydantic`: each one's import, and import + first invocation
+    (against DynamoDB Local), in fresh interpreters taking turns, `runs` times each after
+    one run that fills the bytecode cache; wall and CPU time by perf_counter/process_time
+    inside the interpreter (its own start-up excluded), medians.
+
+    `event(key)`: the same debit request for both functions, with a fresh idempotency key."""
+    with tempfile.TemporaryDirectory(prefix="bench-pycache-") as pycache:
+        debit_env = _environment(env, "DebitFunction", pycache)
+        environments = {
+            DEBIT: {**debit_env, "_X_AMZN_TRACE_ID": TRACE_HEADER},
+            POWERTOOLS_FUNCTION: {
+                **debit_env,
+                "_X_AMZN_TRACE_ID": TRACE_HEADER,
+                "IDEMPOTENCY_TABLE_NAME": idempotency_table,
+            },
+            LITERAL_IMPORT: debit_env,
+        }
+        invoked = {DEBIT: True, POWERTOOLS_FUNCTION: True, LITERAL_IMPORT: False}
+        samples: dict[str, list[dict[str, Any]]] = {name: [] for name in COMPARED}
+        for index in range(runs + 1):
+            for name, modules in COMPARED.items():
+                request = event(f"cold-{env.run_id}-{name}-{index}") if invoked[name] else None
+                measured = _probe(environments[name], modules, request)
+                if index > 0:  # the first run of each fills the bytecode cache
+                    samples[name].append(measured)
+    targets: dict[str, Any] = {}
+    for name, rows in samples.items():
+        entry: dict[str, Any] = {"modules": COMPARED[name], "runs": len(rows)}
+        for field in rows[0]:
+            entry[field] = round(statistics.median(row[field] for row in rows), 1)
+        targets[name] = entry
+        say(
+            f"  {name}: import {entry['import_ms']} ms"
+            + (
+                f", import + first call {entry['import_and_first_call_ms']} ms"
+                if "import_and_first_call_ms" in entry
+                else ""
+            )
+        )
+    debit, function, literal = targets[DEBIT], targets[POWERTOOLS_FUNCTION], targets[LITERAL_IMPORT]
+    ratios = {
+        "import_vs_powertools_function": _ratio(debit["import_ms"], function["import_ms"]),
+        "import_and_first_call_vs_powertools_function": _ratio(
+            debit["import_and_first_call_ms"], function["import_and_first_call_ms"]
+        ),
+        "import_vs_literal_import": _ratio(debit["import_ms"], literal["import_ms"]),
+        "import_and_first_call_vs_literal_import": _ratio(
+            debit["import_and_first_call_ms"], literal["import_ms"]
+        ),
+        "cpu_import_vs_powertools_function": _ratio(
+            debit["import_cpu_ms"], function["import_cpu_ms"]
+        ),
+        "cpu_import_and_first_call_vs_powertools_function": _ratio(
+            debit["import_and_first_call_cpu_ms"], function["import_and_first_call_cpu_ms"]
+        ),
+    }
     return {
-        "debit_import_ms": debit["import_ms"],
-        "bare_import_ms": bare["import_ms"],
-        "ratio": round(debit["import_ms"] / bare["import_ms"], 2),
+        "targets": targets,
+        "ratios": ratios,
         "target": COLD_TARGET,
-        "meets_target": debit["import_ms"] <= COLD_TARGET * bare["import_ms"],
-        "first_call_import_ms": later,
-        "ratio_with_first_call": round((debit["import_ms"] + later) / bare["import_ms"], 2)
-        if later is not None
-        else None,
-        "bare_with_boto3_import_ms": with_boto3,
-        "ratio_to_bare_with_boto3": round(debit["import_ms"] / with_boto3, 2)
-        if with_boto3
-        else None,
+        "meets_target": {name: value <= COLD_TARGET for name, value in ratios.items() if value},
     }
 
 

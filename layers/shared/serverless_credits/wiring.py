@@ -1,5 +1,10 @@
 """Process-wide wiring: the one place that builds storage and use cases, once per Lambda
-execution environment, on first use (nothing happens at import time)."""
+execution environment, on first use (nothing happens at import time).
+
+Each function uses one or two of the builders below; the use cases only some functions
+need (materializer, reconciler, provisioner) are imported by their builders, so that a
+function's cold start does not import the others' code.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ import functools
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from serverless_credits.config import Settings, get_settings
 from serverless_credits.domain.models import utc_now
-from serverless_credits.ledger.materializer import Materializer
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
-from serverless_credits.ledger.provisioning import Provisioner
-from serverless_credits.ledger.reconciler import Reconciler
 from serverless_credits.storage.store import CreditsStore
+
+if TYPE_CHECKING:
+    from serverless_credits.ledger.materializer import Materializer
+    from serverless_credits.ledger.provisioning import Provisioner
+    from serverless_credits.ledger.reconciler import Reconciler
 
 
 @functools.cache
@@ -57,17 +65,23 @@ def ledger() -> Ledger:
 
 @functools.cache
 def provisioner() -> Provisioner:
+    from serverless_credits.ledger.provisioning import Provisioner  # noqa: PLC0415 - see above
+
     return Provisioner(ledger(), store().catalog)
 
 
 @functools.cache
 def materializer() -> Materializer:
+    from serverless_credits.ledger.materializer import Materializer  # noqa: PLC0415 - see above
+
     credits = store()
     return Materializer(credits.idempotency, credits.entries, credits.usage, get_settings())
 
 
 @functools.cache
 def reconciler() -> Reconciler:
+    from serverless_credits.ledger.reconciler import Reconciler  # noqa: PLC0415 - see above
+
     credits = store()
     return Reconciler(
         accounts=credits.accounts,
