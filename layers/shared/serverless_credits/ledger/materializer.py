@@ -13,16 +13,21 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from serverless_credits.config import Settings
-from serverless_credits.domain.models import Account, IdempotencyRecord, utc_now
+from serverless_credits.domain.models import Account, IdempotencyRecord, LedgerEntry, utc_now
 from serverless_credits.domain.operations import entry_time, ledger_entry, result_of, usage_of
 from serverless_credits.domain.outcomes import Counted, EntryWrite, LedgerHead
 from serverless_credits.ledger.ports import IdempotencyRecords, LedgerEntries, Usage
 
 logger = logging.getLogger(__name__)
+
+# A batch's entry puts and record updates are independent per version: a few in flight at
+# once keep one shard's materializer well ahead of one hot account's writers.
+PARALLEL_WRITES = 8
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class Materializer:
         self._usage = usage
         self._retention = timedelta(hours=settings.idempotency_retention_hours)
         self._clock = clock
+        self._pool: ThreadPoolExecutor | None = None
 
     def materialize(self, changes: Sequence[AccountChange]) -> list[str]:
         """Write the ledger for a batch of changes, account by account; the positions of
@@ -91,48 +97,83 @@ class Materializer:
         wanted = [(account_id, v.last_op.key) for v in todo if v.last_op is not None]
         records = self._records.get_many(wanted)
         expires_at = int((self._clock() + self._retention).timestamp())
-        by_day: dict[date, dict[int, Counted]] = defaultdict(dict)
+        # Entry times chain through the versions, so the plan is made in order; the writes
+        # of different versions are independent and go out in parallel.
+        planned: list[_Planned] = []
         previous_at = head.at
         written = head  # the head moves over contiguous versions only
+        missing: MaterializationError | None = None
         for after in todo:
-            record = _record_for(after, records)
-            operation, op_id = record.operation, record.op_id
+            try:
+                record = _record_for(after, records)
+            except MaterializationError as error:
+                missing = error  # write what comes before it, then fail from here on
+                break
             created_at = entry_time(record.created_at, previous_at)
             entry = ledger_entry(
                 account_id=account_id,
-                op_id=op_id,
+                op_id=record.op_id,
                 idempotency_key=record.idempotency_key,
-                operation=operation,
+                operation=record.operation,
                 after=after,
                 created_at=created_at,
             )
-            # An entry the reconciler filled had its usage counted there.
-            filled = self._entries.put(entry) is EntryWrite.FILLED
-            usage = None if filled else usage_of(entry, operation)
-            by_day[entry.day][after.version] = Counted(
-                after.version, usage if usage and usage.day == entry.day else None
-            )
-            if usage is not None and usage.day != entry.day:
-                by_day[usage.day][after.version] = Counted(after.version, usage, indexed=False)
-            self._records.finalize(
-                account_id,
-                record.idempotency_key,
-                op_id=op_id,
-                result=result_of(op_id, operation, after),
-                sequence=after.version,
-                expires_at=expires_at,
-            )
+            planned.append(_Planned(after, record, entry))
             previous_at = created_at
             if after.version == written.version + 1:
                 written = LedgerHead(after.version, created_at)
+        filled = self._in_parallel(lambda p: self._write(p, expires_at), planned)
+        by_day: dict[date, dict[int, Counted]] = defaultdict(dict)
+        for plan, was_filled in zip(planned, filled, strict=True):
+            entry, version = plan.entry, plan.after.version
+            # An entry the reconciler filled had its usage counted there.
+            usage = None if was_filled else usage_of(entry, plan.record.operation)
+            by_day[entry.day][version] = Counted(
+                version, usage if usage and usage.day == entry.day else None
+            )
+            if usage is not None and usage.day != entry.day:
+                by_day[usage.day][version] = Counted(version, usage, indexed=False)
         for day, counted in sorted(by_day.items()):
             self._usage.count(account_id, day, list(counted.values()))
         if written.version > head.version:
             self._entries.advance_head(account_id, written)
-        if written.version < todo[-1].version:
+        if missing is None and written.version < todo[-1].version:
             # A version below was never delivered (sent to the on-failure destination): the
             # head waits there, so recovery stays cautious, until the reconciler fills it.
             logger.error("ledger gap", extra={"accountId": account_id, "after": written.version})
+        if missing is not None:
+            raise missing
+
+    def _write(self, plan: _Planned, expires_at: int) -> bool:
+        """Write one version's entry, then (only then) let its record expire; True when
+        the reconciler had filled the entry first."""
+        filled = self._entries.put(plan.entry) is EntryWrite.FILLED
+        record, after = plan.record, plan.after
+        self._records.finalize(
+            after.account_id,
+            record.idempotency_key,
+            op_id=record.op_id,
+            result=result_of(record.op_id, record.operation, after),
+            sequence=after.version,
+            expires_at=expires_at,
+        )
+        return filled
+
+    def _in_parallel(
+        self, write: Callable[[_Planned], bool], planned: list[_Planned]
+    ) -> list[bool]:
+        if len(planned) <= 1:
+            return [write(plan) for plan in planned]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=PARALLEL_WRITES)
+        return list(self._pool.map(write, planned))
+
+
+@dataclass(frozen=True)
+class _Planned:
+    after: Account
+    record: IdempotencyRecord
+    entry: LedgerEntry
 
 
 def _record_for(
