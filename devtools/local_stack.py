@@ -31,6 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +40,7 @@ from typing import Any, Self
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from devtools import dynamodb_local, local_seed, template
+from devtools.local_apigateway import KeyApi, with_key_api
 from devtools.local_gateway import LocalGateway, parameters_with, usage_plans
 from devtools.local_lambda import (
     LOCAL_ACCOUNT_ID,
@@ -47,6 +49,10 @@ from devtools.local_lambda import (
     lambda_invoke_app,
 )
 from devtools.streams import StreamPoller, streams_client_for
+from serverless_credits import wiring
+from serverless_credits.domain.models import ApiKeyMapping
+from serverless_credits.storage.api_keys import ApiKeyStore
+from serverless_credits.storage.items import Table
 
 LOGGER = logging.getLogger("devtools.local_stack")
 DEFAULT_STATE_FILE = template.PROJECT_ROOT / ".local" / "stack.json"
@@ -206,8 +212,16 @@ class LocalStack:
         self.gateway = gateway
         # Bind both ports first: a taken port fails before DynamoDB Local starts.
         self._servers.append(_Server("api", settings.host, settings.api_port, gateway))
+        # Lambda's Invoke API, with API Gateway's key API beside it (the AdminFunction's
+        # keys land in the store the gateway authenticates with: devtools.local_apigateway).
+        key_api = KeyApi(self.keys, {plan.logical_id: name for name, plan in self.plans.items()})
         self._servers.append(
-            _Server("lambda", settings.host, settings.lambda_port, lambda_invoke_app(runtime))
+            _Server(
+                "lambda",
+                settings.host,
+                settings.lambda_port,
+                with_key_api(lambda_invoke_app(runtime), key_api),
+            )
         )
         if not self.dynamodb_endpoint:
             self._dynamodb = dynamodb_local.DynamoDBLocal(
@@ -228,6 +242,8 @@ class LocalStack:
                 "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint,
                 # A function that invokes another one reaches this stack's Invoke API.
                 "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
+                # The AdminFunction's API key calls reach the key API beside it.
+                "AWS_ENDPOINT_URL_API_GATEWAY": self.lambda_endpoint,
             }
         )
         # The stream consumers run before the demo's history is seeded (it waits for them).
@@ -291,6 +307,7 @@ class LocalStack:
             "apiUrl": self.api_url,
             "stage": self.stage,
             "lambdaEndpoint": self.lambda_endpoint,
+            "apigatewayEndpoint": self.lambda_endpoint,
             "region": LOCAL_REGION,
             "apiKey": self.demo.api_key,
             "apiKeyId": self.demo.api_key_id,
@@ -356,7 +373,7 @@ class LocalStack:
         """Provision an account with an API key on `plan`'s usage plan (`free`, `pro`)."""
         if plan not in self.plans:
             raise ValueError(f"unknown usage plan {plan!r}; the template has {sorted(self.plans)}")
-        return local_seed.provision(
+        account = local_seed.provision(
             account_id,
             plan=plan,
             issuer=self.keys,
@@ -364,6 +381,18 @@ class LocalStack:
             history=history,
             materialize=self.materialize,
         )
+        # Listed under the account too, so that `credits-admin keys list/rotate` finds it.
+        credits = wiring.store()
+        ApiKeyStore(Table(credits.client, credits.table_name)).put_api_key_mapping(
+            ApiKeyMapping(
+                api_key_id=account.api_key_id,
+                account_id=account.account_id,
+                plan=account.plan,
+                created_at=datetime.now(UTC),
+                created_by="local-stack",
+            )
+        )
+        return account
 
     def seed_demo(self) -> local_seed.LocalAccount:
         """The demo account and its key; the key ids in events/*.json map to it as well, so

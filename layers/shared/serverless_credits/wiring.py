@@ -21,6 +21,7 @@ from serverless_credits.ledger.prices import PriceCatalog
 from serverless_credits.storage.store import CreditsStore
 
 if TYPE_CHECKING:
+    from serverless_credits.ledger.admin import Administration
     from serverless_credits.ledger.materializer import Materializer
     from serverless_credits.ledger.provisioning import Provisioner
     from serverless_credits.ledger.reconciler import Reconciler
@@ -92,7 +93,40 @@ def reconciler() -> Reconciler:
     )
 
 
+@functools.cache
+def admin() -> Administration:
+    """The operators' use cases (AdminFunction); API Gateway's client is built on first use."""
+    from serverless_credits.integrations.apigateway_keys import (  # noqa: PLC0415 - see above
+        ApiGatewayKeyIssuer,
+    )
+    from serverless_credits.ledger.admin import Administration  # noqa: PLC0415
+    from serverless_credits.storage.api_keys import ApiKeyStore  # noqa: PLC0415
+    from serverless_credits.storage.directory import AccountDirectory  # noqa: PLC0415
+    from serverless_credits.storage.items import Table  # noqa: PLC0415
+
+    credits = store()
+    table = Table(credits.client, credits.table_name)
+    return Administration(
+        ledger=ledger(),
+        accounts=credits.accounts,
+        directory=AccountDirectory(table),
+        keys=ApiKeyStore(table),
+        issuer=functools.cache(ApiGatewayKeyIssuer.from_settings),
+        entries=credits.entries,
+        reconciler=reconciler,
+    )
+
+
 def reset() -> None:
     """Forget settings, clients and caches (tests change the environment between cases)."""
-    for cached in (get_settings, store, prices, ledger, provisioner, materializer, reconciler):
+    for cached in (
+        get_settings,
+        store,
+        prices,
+        ledger,
+        provisioner,
+        materializer,
+        reconciler,
+        admin,
+    ):
         cached.cache_clear()

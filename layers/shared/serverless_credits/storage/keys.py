@@ -54,5 +54,11 @@ def apikey_pk(api_key_id: str) -> str:
     return f"APIKEY#{api_key_id}"
 
 
+def account_keys_pk(account_id: str) -> str:
+    """An account's API keys (sk: the key id). Not under ACCOUNT#: the stream's filter
+    sends those items to the materializer."""
+    return f"KEYS#{account_id}"
+
+
 def refunds_pk(account_id: str, transaction_id: str) -> str:
     return f"REFUNDS#{account_id}#{transaction_id}"

@@ -1,0 +1,212 @@
+"""The AdminFunction's contract: `{"operation": "<name>", "actor": ..., ...fields}` in, the
+operation's result object out, or `{"error": {code, message, details}}` for an expected
+refusal (the Debit function's error contract, mapped by `transport.responses`). Only
+unexpected failures raise, so Lambda reports them as function errors.
+
+Operations and their request models: `OPERATIONS` (`domain.admin_commands`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from serverless_credits.domain import admin_commands as requests
+from serverless_credits.domain.errors import CreditsError, ValidationFailed
+from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry
+from serverless_credits.domain.money import json_number, jsonable
+from serverless_credits.ledger.admin import (
+    Administration,
+    MoneyResult,
+    NewAccount,
+    NewKey,
+    Reconciled,
+    RevokedKey,
+)
+from serverless_credits.reads.queries import TransactionView, balance_view
+from serverless_credits.transport.responses import debit_error, validation_error
+
+Json = dict[str, Any]
+
+
+def _json(model: BaseModel) -> Json:
+    dumped: Json = model.model_dump(mode="json", by_alias=True)
+    return dumped
+
+
+def account_view(account: Account) -> Json:
+    """`accounts.show` and every account change: the balance view and the settings."""
+    return {
+        "accountId": account.account_id,
+        "name": account.name,
+        "plan": account.plan,
+        **_json(balance_view(account)),
+        "statusReason": account.status_reason,
+        "overdraftLimit": json_number(account.overdraft_limit),
+        "email": account.email,
+        "version": account.version,
+        "createdAt": account.created_at.isoformat(),
+        "updatedAt": account.updated_at.isoformat(),
+        "updatedBy": account.updated_by,
+    }
+
+
+def _account(account: Account) -> Json:
+    return {"account": account_view(account)}
+
+
+def _accounts(accounts: list[Account]) -> Json:
+    return {
+        "accounts": [
+            {
+                "accountId": account.account_id,
+                "name": account.name,
+                "plan": account.plan,
+                "status": account.status.value,
+                "balance": json_number(account.balance),
+                "available": json_number(account.available),
+            }
+            for account in accounts
+        ]
+    }
+
+
+def _new_account(created: NewAccount) -> Json:
+    account = created.account
+    return {
+        "accountId": account.account_id,
+        "name": account.name,
+        "plan": account.plan,
+        "apiKey": created.api_key.get_secret_value(),  # shown this once, never stored
+        "apiKeyId": created.api_key_id,
+        "balance": json_number(account.balance),
+    }
+
+
+def _new_key(key: NewKey) -> Json:
+    return {
+        "accountId": key.account_id,
+        "apiKey": key.api_key.get_secret_value(),
+        "apiKeyId": key.api_key_id,
+        "plan": key.plan,
+    }
+
+
+def _rotated(key: NewKey) -> Json:
+    return {**_new_key(key), "revoked": list(key.revoked)}
+
+
+def _keys(mappings: list[ApiKeyMapping]) -> Json:
+    return {
+        "keys": [
+            {
+                "apiKeyId": mapping.api_key_id,
+                "plan": mapping.plan,
+                "createdAt": mapping.created_at.isoformat(),
+                "createdBy": mapping.created_by,
+            }
+            for mapping in mappings
+        ]
+    }
+
+
+def _money(done: MoneyResult) -> Json:
+    return {**_json(done.result), "idempotencyKey": done.idempotency_key}
+
+
+def _entries(entries: list[LedgerEntry]) -> Json:
+    return {
+        "entries": [
+            _json(
+                TransactionView(
+                    id=entry.transaction_id,
+                    type=entry.type,
+                    amount=entry.amount,
+                    balance_after=entry.balance_after,
+                    available_after=entry.available_after,
+                    sequence=entry.sequence,
+                    description=entry.description,
+                    reference=entry.reference,
+                    metadata=jsonable(entry.metadata),  # numbers come back as Decimal
+                    action=entry.action,
+                    quantity=entry.quantity,
+                    endpoint=entry.endpoint,
+                    refund_of=entry.refund_of,
+                    actor=entry.actor,
+                    created_at=entry.created_at,
+                )
+            )
+            for entry in entries
+        ]
+    }
+
+
+def _reconciled(done: Reconciled) -> Json:
+    return {
+        "accounts": len(done.reports),
+        "filled": done.filled,
+        "inconsistent": [report.as_dict() for report in done.inconsistent],
+    }
+
+
+def _revoked(key: RevokedKey) -> Json:
+    return {"accountId": key.account_id, "apiKeyId": key.api_key_id, "revoked": True}
+
+
+# name -> (request model, use case, result as JSON)
+Operation = tuple[
+    type[requests.AdminRequest],
+    Callable[[Administration, Any], Any],
+    Callable[[Any], Json],
+]
+OPERATIONS: dict[str, Operation] = {
+    "accounts.create": (
+        requests.CreateAccountRequest,
+        Administration.create_account,
+        _new_account,
+    ),
+    "accounts.show": (requests.ShowAccountRequest, Administration.show, _account),
+    "accounts.list": (requests.ListAccountsRequest, Administration.list_accounts, _accounts),
+    "accounts.suspend": (requests.SuspendRequest, Administration.suspend, _account),
+    "accounts.reactivate": (requests.ReactivateRequest, Administration.reactivate, _account),
+    "accounts.flag": (requests.FlagRequest, Administration.flag, _account),
+    "accounts.unflag": (requests.UnflagRequest, Administration.unflag, _account),
+    "accounts.set": (requests.SettingsRequest, Administration.configure, _account),
+    "keys.create": (requests.CreateKeyRequest, Administration.create_key, _new_key),
+    "keys.list": (requests.ListKeysRequest, Administration.list_keys, _keys),
+    "keys.rotate": (requests.RotateKeysRequest, Administration.rotate_keys, _rotated),
+    "keys.revoke": (requests.RevokeKeyRequest, Administration.revoke_key, _revoked),
+    "credits.topup": (requests.TopUpRequest, Administration.top_up, _money),
+    "credits.grant": (requests.GrantRequest, Administration.grant, _money),
+    "credits.adjust": (requests.AdjustRequest, Administration.adjust, _money),
+    "credits.refund": (requests.RefundRequest, Administration.refund, _money),
+    "ledger.list": (requests.LedgerRequest, Administration.entries, _entries),
+    "reconcile": (requests.ReconcileRequest, Administration.reconcile, _reconciled),
+}
+
+
+def handle(event: Any, admin: Administration) -> Json:
+    """Validate the request for its operation, run it, and answer its result or error."""
+    if not isinstance(event, Mapping):
+        return debit_error(ValidationFailed("The request must be a JSON object"))
+    body = dict(event)
+    name = body.pop("operation", None)
+    if name not in OPERATIONS:
+        return debit_error(
+            ValidationFailed(
+                f"operation must be one of: {', '.join(OPERATIONS)}", {"field": "operation"}
+            )
+        )
+    model, use_case, render = OPERATIONS[name]
+    try:
+        request = model.model_validate(body)
+        result = use_case(admin, request)
+    except ValidationError as exc:
+        return {"error": validation_error(exc)}
+    except CreditsError as exc:
+        return debit_error(exc)
+    return render(result)
+
+
+__all__ = ["OPERATIONS", "account_view", "handle"]
