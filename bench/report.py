@@ -10,7 +10,7 @@ OPERATION_LABELS = {
     "debit": "debit (warm function)",
     "debit_cold": "debit (cold function)",
     "topup": "top-up",
-    "refund": "refund",
+    "void": "void (a service gives back its own failed call)",
     "balance": "balance",
     "transactions_page": "transactions page (50)",
     "transactions_next_page": "next page (cursor)",

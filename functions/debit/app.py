@@ -1,4 +1,5 @@
-"""Debit function: other Lambdas invoke it directly (IAM) to charge or refund credits."""
+"""Debit function: other Lambdas invoke it directly (IAM) to charge credits, or to void
+their own failed call's charge."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _record_metrics(event: Any, response: dict[str, Any]) -> None:
-    refund = isinstance(event, dict) and event.get("operation") == "refund"
+    void = isinstance(event, dict) and event.get("operation") == "void"
     if "error" in response:
         metrics.add_metric(name="DebitsDeclined", unit=MetricUnit.Count, value=1)
         logger.info("request refused", extra={"code": response["error"]["code"]})
     elif response.get("replayed"):
         metrics.add_metric(name="IdempotentReplays", unit=MetricUnit.Count, value=1)
     else:
-        name = "CreditsRefunded" if refund else "CreditsDebited"
+        name = "CreditsVoided" if void else "CreditsDebited"
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=response["amount"])

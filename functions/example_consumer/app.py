@@ -1,5 +1,5 @@
 """Example billable function: every call costs one `api_call` credit, charged through the
-Debit function with the shared client; a call that fails is refunded."""
+Debit function with the shared client; a call that fails has its debit voided."""
 
 from __future__ import annotations
 

@@ -105,20 +105,26 @@ def test_insufficient_credits_is_a_typed_refusal(
     assert api_for(account).json("/v1/credits/balance")["balance"] == 5
 
 
-def test_a_refund_through_the_client(
+def test_a_void_through_the_client(
     credits_client: CreditsClient, new_account: Callable[..., LocalAccount]
 ) -> None:
     account = new_account(balance=Decimal(10))
-    charge = credits_client.debit(
-        account_id=account.account_id, action="sms", idempotency_key="sms-1"
+    credits_client.debit(account_id=account.account_id, action="sms", idempotency_key="sms-1")
+    voided = credits_client.void(account_id=account.account_id, idempotency_key="sms-1")
+    assert voided.balance_after == 10
+
+
+def test_the_debit_function_refuses_refunds(lambda_client: LambdaClient) -> None:
+    response, body = invoke(
+        lambda_client,
+        "DebitFunction",
+        {"operation": "refund", "accountId": "acct_x", "transactionId": "txn_1_0"},
     )
-    refund = credits_client.refund(
-        account_id=account.account_id,
-        transaction_id=charge.transaction_id,
-        idempotency_key="sms-1-refund",
-        failed_call=True,
+    assert "FunctionError" not in response
+    assert (body["error"]["code"], body["error"]["details"]) == (
+        "VALIDATION_ERROR",
+        {"field": "operation"},
     )
-    assert refund.balance_after == 10
 
 
 def test_refusals_come_back_as_payloads_not_function_errors(

@@ -108,7 +108,7 @@ def test_stats_count_the_seeded_calls(demo_api: Api) -> None:
     stats = demo_api.json("/v1/credits/stats", days=7)
 
     charged = sum(-Decimal(str(e["amount"])) for e in entries if e["type"] == "debit")
-    refunded = sum(Decimal(str(e["amount"])) for e in entries if e["type"] == "refund")
+    refunded = sum(Decimal(str(e["amount"])) for e in entries if e["type"] in ("refund", "void"))
     assert Decimal(str(stats["totalUsed"])) == charged - refunded
     assert stats["totalCalls"] == sum(1 for e in entries if e["type"] == "debit")
     assert len(stats["usage"]) == 7

@@ -43,7 +43,7 @@ class InProcessLambda:
     failures_before_success: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
     # The Materializer function, run before each invocation: in AWS it writes each change's
-    # ledger entry within milliseconds, so a refund finds the debit it refunds.
+    # ledger entry within milliseconds.
     materialize: Callable[[], object] = lambda: None
 
     def invoke(self, *, FunctionName: str, InvocationType: str, Payload: bytes) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def test_decorator_charges_each_call_once_per_request_id(funded_account: str) ->
     assert wiring.ledger().account(funded_account).balance == Decimal(3)
 
 
-def test_decorator_refunds_a_failed_call_and_reraises(
+def test_decorator_voids_a_failed_call_and_reraises(
     funded_account: str, materialize: Callable[[], int]
 ) -> None:
     fake = InProcessLambda(materialize=materialize)
@@ -150,13 +150,31 @@ def test_decorator_refunds_a_failed_call_and_reraises(
         handler({"accountId": funded_account}, FakeContext("r1"))
     account = wiring.ledger().account(funded_account)
     assert account.balance == Decimal(5)
-    assert [call.get("operation", "debit") for call in fake.calls] == ["debit", "refund"]
-    assert fake.calls[1]["failedCall"] is True
+    assert [call.get("operation", "debit") for call in fake.calls] == ["debit", "void"]
+    assert fake.calls[1]["idempotencyKey"] == fake.calls[0]["idempotencyKey"] == "r1"
+    # Lambda's retry of the failed invocation: the debit replays (already voided), no charge.
+    with pytest.raises(RuntimeError, match="downstream failed"):
+        handler({"accountId": funded_account}, FakeContext("r1"))
+    assert wiring.ledger().account(funded_account).balance == Decimal(5)
     materialize()
     usage = wiring.store().usage.daily(
         funded_account, account.created_at.date(), account.created_at.date()
     )
     assert (usage[0].calls, usage[0].failed, usage[0].credits_used) == (1, 1, Decimal(0))
+
+
+def test_void_through_the_client(funded_account: str) -> None:
+    client = client_with(InProcessLambda())
+    charge = client.debit(account_id=funded_account, idempotency_key="k-void", amount=Decimal(2))
+
+    voided = client.void(account_id=funded_account, idempotency_key="k-void", reason="no")
+    again = client.void(account_id=funded_account, idempotency_key="k-void")
+
+    assert (voided.amount, voided.balance_after, voided.replayed) == (Decimal(2), Decimal(5), False)
+    assert voided.transaction_id != charge.transaction_id
+    assert again.replayed is True
+    with pytest.raises(errors.VoidNotAllowed):
+        client.void(account_id=funded_account, idempotency_key="never-charged")
 
 
 def test_decorator_does_not_run_the_handler_without_credits(funded_account: str) -> None:

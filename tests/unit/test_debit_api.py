@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,9 +13,10 @@ from botocore.exceptions import ClientError
 
 from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.domain.commands import CreateAccountCommand
-from serverless_credits.domain.errors import ServiceBusy
-from serverless_credits.ledger.operations import Ledger
+from serverless_credits.domain.commands import CreateAccountCommand, CreditCommand, RefundCommand
+from serverless_credits.domain.errors import RefundNotAllowed, ServiceBusy
+from serverless_credits.domain.models import EntryType
+from serverless_credits.ledger.operations import VOID_WINDOW, Ledger, void_key
 from serverless_credits.ledger.prices import PriceCatalog
 from serverless_credits.storage import keys
 from serverless_credits.storage.store import CreditsStore
@@ -179,38 +181,162 @@ def test_operation_debit_is_the_default(ledger: Ledger) -> None:
     assert response["balanceAfter"] == 45
 
 
-def test_operation_refund_refunds_a_debit(ledger: Ledger, materialize: Callable[[], int]) -> None:
+def test_operation_void_cancels_a_debit_in_full_once(
+    ledger: Ledger, materialize: Callable[[], int]
+) -> None:
     charged = debit_api.handle(request(amount=10), ledger)
-    materialize()  # the debit's ledger entry, which the refund reads
+    void = {"operation": "void", "accountId": ACCOUNT, "idempotencyKey": "req-1"}
+
+    voided = debit_api.handle({**void, "reason": "Upstream failed"}, ledger)
+    again = debit_api.handle(void, ledger)  # another reason is still the same void
+    materialize()
+
+    assert (voided["amount"], voided["balanceAfter"], voided["replayed"]) == (10, 50, False)
+    assert voided["transactionId"] != charged["transactionId"]
+    assert again == {**voided, "replayed": True}
+    assert ledger.account(ACCOUNT).balance == 50
+    entry = ledger.entry(ACCOUNT, voided["transactionId"])
+    assert (entry.type, entry.refund_of, entry.description) == (
+        EntryType.VOID,
+        charged["transactionId"],
+        "Upstream failed",
+    )
+    assert entry.idempotency_key == "req-1:void"
+
+
+def test_refund_is_no_longer_a_debit_function_operation(ledger: Ledger) -> None:
+    charged = debit_api.handle(request(amount=10), ledger)
     refund = {
         "operation": "refund",
         "accountId": ACCOUNT,
         "transactionId": charged["transactionId"],
         "idempotencyKey": "refund-req-1",
-        "amount": 4,
-        "reason": "Upstream failed",
-        "failedCall": True,
     }
 
-    refunded = debit_api.handle(refund, ledger)
-    again = debit_api.handle(refund, ledger)
-    over = error_of(
-        debit_api.handle({**refund, "idempotencyKey": "refund-req-2", "amount": 7}, ledger)
+    error = error_of(debit_api.handle(refund, ledger))
+
+    assert (error["code"], error["details"]) == ("VALIDATION_ERROR", {"field": "operation"})
+    assert "operator" in error["message"]
+    assert ledger.account(ACCOUNT).balance == 40
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"transactionId": "txn_1_000000000000"}, "transactionId"),
+        ({"amount": 4}, "amount"),
+        ({"idempotencyKey": "bad key"}, "idempotencyKey"),
+    ],
+)
+def test_a_void_takes_only_the_debits_key(
+    ledger: Ledger, changes: dict[str, Any], field: str
+) -> None:
+    debit_api.handle(request(amount=10), ledger)
+    void = {"operation": "void", "accountId": ACCOUNT, "idempotencyKey": "req-1", **changes}
+
+    error = error_of(debit_api.handle(void, ledger))
+
+    assert error["code"] == "VALIDATION_ERROR"
+    assert field in error["message"]
+    assert ledger.account(ACCOUNT).balance == 40
+
+
+def test_a_void_needs_a_completed_debit_under_that_key(ledger: Ledger) -> None:
+    ledger.top_up(CreditCommand(account_id=ACCOUNT, idempotency_key="topup-1", amount=Decimal(5)))
+    void = {"operation": "void", "accountId": ACCOUNT}
+
+    unknown = error_of(debit_api.handle({**void, "idempotencyKey": "never-used"}, ledger))
+    not_a_debit = error_of(debit_api.handle({**void, "idempotencyKey": "topup-1"}, ledger))
+    other_account = error_of(
+        debit_api.handle({**void, "accountId": "acct_other", "idempotencyKey": "req-1"}, ledger)
     )
-    unknown = error_of(
+
+    assert unknown["code"] == not_a_debit["code"] == other_account["code"] == "VOID_NOT_ALLOWED"
+    assert unknown["details"] == {"idempotencyKey": "never-used"}
+    assert ledger.account(ACCOUNT).balance == 55
+
+
+def test_a_void_after_the_window_is_refused_but_an_earlier_void_still_replays(
+    moto_store: CreditsStore,
+) -> None:
+    now = [datetime(2025, 3, 1, 12, 0, tzinfo=UTC)]
+    ledger = wiring.build_ledger(
+        moto_store, PriceCatalog(moto_store.catalog, 60), get_settings(), clock=lambda: now[0]
+    )
+    ledger.create_account(CreateAccountCommand(account_id=ACCOUNT, opening_balance=Decimal(50)))
+    debit_api.handle(request(amount=10, idempotencyKey="late"), ledger)
+    debit_api.handle(request(amount=10, idempotencyKey="early"), ledger)
+    voided = debit_api.handle(
+        {"operation": "void", "accountId": ACCOUNT, "idempotencyKey": "early"}, ledger
+    )
+
+    now[0] += VOID_WINDOW + timedelta(seconds=1)
+    late = error_of(
         debit_api.handle(
-            {**refund, "idempotencyKey": "refund-req-3", "transactionId": "txn_nope"}, ledger
+            {"operation": "void", "accountId": ACCOUNT, "idempotencyKey": "late"}, ledger
         )
     )
-    invalid = error_of(debit_api.handle({**refund, "endpoint": "/v1/x"}, ledger))
+    again = debit_api.handle(
+        {"operation": "void", "accountId": ACCOUNT, "idempotencyKey": "early"}, ledger
+    )
 
-    assert (refunded["amount"], refunded["balanceAfter"], refunded["replayed"]) == (4, 44, False)
-    assert again == {**refunded, "replayed": True}
-    assert over["code"] == "REFUND_NOT_ALLOWED"
-    assert over["details"] == {"transactionId": charged["transactionId"], "refundable": 6}
-    assert unknown["code"] == "TRANSACTION_NOT_FOUND"
-    assert invalid["code"] == "VALIDATION_ERROR"
-    assert ledger.account(ACCOUNT).balance == 44
+    assert late["code"] == "VOID_NOT_ALLOWED"
+    assert late["details"]["windowSeconds"] == 900
+    assert again == {**voided, "replayed": True}
+    assert ledger.account(ACCOUNT).balance == 40
+
+
+def test_a_debit_an_operator_refunded_cannot_be_voided_nor_refunded_after_a_void(
+    ledger: Ledger, materialize: Callable[[], int]
+) -> None:
+    first = debit_api.handle(request(amount=10, idempotencyKey="a"), ledger)
+    second = debit_api.handle(request(amount=10, idempotencyKey="b"), ledger)
+    materialize()
+    ledger.refund(
+        RefundCommand(
+            account_id=ACCOUNT,
+            transaction_id=first["transactionId"],
+            idempotency_key="operator-refund",
+            amount=Decimal(1),
+        )
+    )
+    void = {"operation": "void", "accountId": ACCOUNT}
+
+    refused = error_of(debit_api.handle({**void, "idempotencyKey": "a"}, ledger))
+    voided = debit_api.handle({**void, "idempotencyKey": "b"}, ledger)
+    materialize()
+
+    assert refused["code"] == "VOID_NOT_ALLOWED"
+    assert voided["amount"] == 10
+    with pytest.raises(RefundNotAllowed):
+        ledger.refund(
+            RefundCommand(
+                account_id=ACCOUNT,
+                transaction_id=second["transactionId"],
+                idempotency_key="refund-after-void",
+            )
+        )
+    assert ledger.account(ACCOUNT).balance == 41
+
+
+def test_the_void_key_fits_the_key_limit() -> None:
+    assert void_key("req-1") == "req-1:void"
+    long_key = "k" * 128
+    derived = void_key(long_key)
+    assert len(derived) <= 128
+    assert derived == void_key(long_key) != void_key("k" * 127 + "j")
+    CreditCommand(account_id=ACCOUNT, idempotency_key=derived, amount=Decimal(1))  # a valid key
+
+
+def test_a_void_of_a_debit_with_a_128_character_key(ledger: Ledger) -> None:
+    key = "k" * 128
+    debit_api.handle(request(amount=10, idempotencyKey=key), ledger)
+
+    voided = debit_api.handle(
+        {"operation": "void", "accountId": ACCOUNT, "idempotencyKey": key}, ledger
+    )
+
+    assert (voided["amount"], voided["balanceAfter"]) == (10, 50)
 
 
 def test_throttling_that_outlived_the_retries_is_a_function_error_and_frees_the_key(

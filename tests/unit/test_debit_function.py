@@ -159,24 +159,21 @@ def test_the_handler_emits_the_debited_credits_as_a_metric(
     assert emitted_metrics(capsys.readouterr().out) == {"CreditsDebited": [1.25]}
 
 
-def test_a_refund_through_the_handler_has_its_own_metric(
-    demo_account: str, materialize: Callable[[], int], capsys: pytest.CaptureFixture[str]
+def test_a_void_through_the_handler_gives_the_debit_back(
+    demo_account: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    charged = invoke({"accountId": DEMO_ACCOUNT, "amount": 3, "idempotencyKey": "m-2"})
-    materialize()  # the debit's entry, which the refund reads
+    invoke({"accountId": DEMO_ACCOUNT, "amount": 3, "idempotencyKey": "m-2"})
     capsys.readouterr()
 
-    refunded = invoke(
-        {
-            "operation": "refund",
-            "accountId": DEMO_ACCOUNT,
-            "transactionId": charged["transactionId"],
-            "idempotencyKey": "m-2-refund",
-        }
+    voided = invoke({"operation": "void", "accountId": DEMO_ACCOUNT, "idempotencyKey": "m-2"})
+    assert emitted_metrics(capsys.readouterr().out) == {"CreditsVoided": [3]}
+    refund = invoke(
+        {"operation": "refund", "accountId": DEMO_ACCOUNT, "idempotencyKey": "m-2", "amount": 1}
     )
 
-    assert (refunded["amount"], refunded["balanceAfter"]) == (3, 100)
-    assert emitted_metrics(capsys.readouterr().out) == {"CreditsRefunded": [3]}
+    assert (voided["amount"], voided["balanceAfter"]) == (3, 100)
+    assert refund["error"]["code"] == "VALIDATION_ERROR"
+    assert demo_balance() == 100
 
 
 @pytest.mark.parametrize("event", [[], "not an object", None, {"accountId": DEMO_ACCOUNT}])

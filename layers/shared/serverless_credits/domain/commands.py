@@ -24,6 +24,9 @@ from serverless_credits.domain.money import MAX_AMOUNT, Credits
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+# Who asked for an operator's change (an IAM caller ARN, `user@host`): kept on its ledger
+# entry, and not part of the idempotency fingerprint (`domain.idempotency.parameters`).
+Actor = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
 
 
 class StrictCommand(CamelModel):
@@ -62,6 +65,7 @@ class CreditCommand(StrictCommand):
     description: ShortText = ""
     reference: Reference | None = None
     metadata: Metadata = Field(default_factory=dict)
+    actor: Actor | None = None
 
 
 class AdjustmentCommand(StrictCommand):
@@ -73,6 +77,7 @@ class AdjustmentCommand(StrictCommand):
     reason: Reason
     reference: Reference | None = None
     metadata: Metadata = Field(default_factory=dict)
+    actor: Actor | None = None
 
     @model_validator(mode="after")
     def _bounded_nonzero(self) -> Self:
@@ -90,6 +95,17 @@ class RefundCommand(StrictCommand):
     amount: PositiveAmount | None = None  # None: whatever remains refundable
     reason: ShortText = ""
     failed_call: bool = False
+    actor: Actor | None = None
+
+
+class VoidCommand(StrictCommand):
+    """A service cancels its own debit, in full, by the debit's idempotency key, within
+    `VOID_WINDOW` of the debit (a call that did not happen: usage counts it as failed).
+    General refunds are the operators' (`RefundCommand`, through the AdminFunction)."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey  # the debit's
+    reason: ShortText = ""
 
 
 class CreateAccountCommand(StrictCommand):
@@ -115,9 +131,11 @@ class CreateAccountCommand(StrictCommand):
 
 __all__ = [
     "ActionName",
+    "Actor",
     "AdjustmentCommand",
     "CreateAccountCommand",
     "CreditCommand",
     "DebitCommand",
     "RefundCommand",
+    "VoidCommand",
 ]

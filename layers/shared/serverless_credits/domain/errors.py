@@ -107,6 +107,22 @@ class RefundNotAllowed(CreditsError):
     code = "REFUND_NOT_ALLOWED"
 
 
+class VoidNotAllowed(RefundNotAllowed):
+    """A void names no completed debit of the caller's, comes after its window, or finds
+    the debit already (partly) refunded by an operator."""
+
+    code = "VOID_NOT_ALLOWED"
+
+
+class ApiKeyNotFound(CreditsError):
+    """An operator named an API key the account does not have (revoked or never issued)."""
+
+    code = "API_KEY_NOT_FOUND"
+
+    def __init__(self, account_id: str, api_key_id: str) -> None:
+        super().__init__("API key not found", {"accountId": account_id, "apiKeyId": api_key_id})
+
+
 class ApiKeyNotRecognised(CreditsError):
     code = "FORBIDDEN"
 
@@ -139,6 +155,8 @@ _BY_CODE: dict[str, type[CreditsError]] = {
         OperationInProgress,
         TransactionNotFound,
         RefundNotAllowed,
+        VoidNotAllowed,
         ApiKeyNotRecognised,
+        ApiKeyNotFound,
     )
 }

@@ -14,6 +14,9 @@ from serverless_credits.domain.errors import IdempotencyConflict
 from serverless_credits.domain.models import IdempotencyRecord, IdempotencyState
 from serverless_credits.domain.money import normalize
 
+# Request fields that do not identify what an operation does (see `parameters`).
+NOT_IDENTIFYING = frozenset({"actor"})
+
 
 def fingerprint(operation: str, parameters: dict[str, Any]) -> str:
     """A stable hash of what a request asks for, to tell a replay from a key reused."""
@@ -25,8 +28,15 @@ def fingerprint(operation: str, parameters: dict[str, Any]) -> str:
 
 def parameters(command: Any, *, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
     """What identifies a request, for its fingerprint: everything but the key itself (and
-    what does not change the operation, such as who asked)."""
-    data: dict[str, Any] = command.model_dump(mode="python", exclude={"idempotency_key", *exclude})
+    what does not change the operation, such as who asked).
+
+    `actor` (the operator behind a top-up, grant, adjustment or refund) is never part of
+    it: a retry by another operator, or from another session whose caller identity differs,
+    must replay rather than conflict, and requests without an actor keep the fingerprints
+    they had before the field existed."""
+    data: dict[str, Any] = command.model_dump(
+        mode="python", exclude={"idempotency_key", *NOT_IDENTIFYING, *exclude}
+    )
     return {
         name: str(normalize(value)) if isinstance(value, Decimal) else value
         for name, value in data.items()

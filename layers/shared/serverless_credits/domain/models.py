@@ -56,6 +56,8 @@ class EntryType(StrEnum):
     GRANT = "grant"
     ADJUSTMENT = "adjustment"
     REFUND = "refund"
+    # A service's cancellation of its own debit, in full, shortly after it (`Ledger.void`).
+    VOID = "void"
     # Reserved for holds and grant expiry (later issues); the ledger already accepts them.
     HOLD = "hold"
     CAPTURE = "capture"
@@ -80,7 +82,9 @@ class Account(CamelModel):
     """An account and its balance: one item, the only one a debit writes on its partition."""
 
     account_id: AccountId
+    name: str | None = None
     status: AccountStatus = AccountStatus.ACTIVE
+    status_reason: str | None = None  # why an operator suspended or reactivated it
     currency: str = "USD"
     credit_price: Credits = Decimal("0.1")
     overdraft_limit: Credits = Decimal(0)
@@ -106,6 +110,7 @@ class Account(CamelModel):
     last_op: LastOp | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    updated_by: str | None = None  # the operator behind the latest settings change
 
     @property
     def spendable(self) -> Decimal:
@@ -236,6 +241,7 @@ class ApiKeyMapping(CamelModel):
     account_id: AccountId
     plan: str
     created_at: AwareDatetime
+    created_by: str | None = None  # the operator who issued it
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from serverless_credits.domain.money import normalize
 
 # Lifetime figures: `used` is what was consumed (debits net of refunds, and downward
 # corrections), `total` what was credited, so that `total - used == balance` always.
-_CONSUMING = frozenset({EntryType.DEBIT, EntryType.REFUND})
+_CONSUMING = frozenset({EntryType.DEBIT, EntryType.REFUND, EntryType.VOID})
 
 
 @dataclass(frozen=True)

@@ -104,27 +104,19 @@ class CreditsClient:
             request["endpoint"] = endpoint
         return self._call(request)
 
-    def refund(
-        self,
-        *,
-        account_id: str,
-        transaction_id: str,
-        idempotency_key: str,
-        amount: Decimal | None = None,
-        reason: str = "",
-        failed_call: bool = False,
-    ) -> OperationResult:
-        request: dict[str, Any] = {
-            "operation": "refund",
-            "accountId": account_id,
-            "transactionId": transaction_id,
-            "idempotencyKey": idempotency_key,
-            "reason": reason,
-            "failedCall": failed_call,
-        }
-        if amount is not None:
-            request["amount"] = json_number(amount)
-        return self._call(request)
+    def void(self, *, account_id: str, idempotency_key: str, reason: str = "") -> OperationResult:
+        """Cancel this service's own debit made with `idempotency_key`, in full, within the
+        void window (15 minutes); the call counts as failed in usage. Voiding again
+        replays. Partial or later refunds are an operator's (`credits-admin credits refund`).
+        """
+        return self._call(
+            {
+                "operation": "void",
+                "accountId": account_id,
+                "idempotencyKey": idempotency_key,
+                "reason": reason,
+            }
+        )
 
     def _call(self, request: dict[str, Any]) -> OperationResult:
         payload = json.dumps(request).encode()
@@ -168,12 +160,12 @@ def charge_per_call(
     endpoint: str | None = None,
     idempotency_key: Callable[[dict[str, Any], LambdaContextLike], str] | None = None,
 ) -> Callable[[Handler[R]], Handler[R]]:
-    """Charge credits for each call of a Lambda handler: debit before, refund if it fails.
+    """Charge credits for each call of a Lambda handler: debit before, void if it fails.
 
     The idempotency key defaults to the invocation's request id, so Lambda's own retries
-    of one invocation charge once. A failed call is refunded (and counted as failed in
-    usage) before its exception propagates; a retry of that same invocation then replays
-    the refunded charge and is not charged again. Pass `idempotency_key` to tie the
+    of one invocation charge once. A failed call's debit is voided (in full, and counted as
+    failed in usage) before its exception propagates; a retry of that same invocation then
+    replays the voided charge and is not charged again. Pass `idempotency_key` to tie the
     charge to your own request instead.
     """
 
@@ -195,12 +187,10 @@ def charge_per_call(
             try:
                 return handler(event, context)
             except Exception:
-                credits.refund(
+                credits.void(
                     account_id=account,
-                    transaction_id=charge.transaction_id,
-                    idempotency_key=f"{key}:refund",
-                    reason="Refund: the charged call failed",
-                    failed_call=True,
+                    idempotency_key=key,
+                    reason=f"Void of {charge.transaction_id}: the charged call failed",
                 )
                 raise
 

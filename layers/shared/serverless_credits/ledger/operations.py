@@ -1,4 +1,4 @@
-"""Ledger use cases: debit, top-up, grant, adjustment, refund and account creation.
+"""Ledger use cases: debit, top-up, grant, adjustment, refund, void and account creation.
 
 Each builds its `Operation` from a validated command and hands it to the one write path
 (`ledger.write_path`): every balance change is one conditional update of the account item,
@@ -6,10 +6,11 @@ its ledger entry written from the account's stream."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from serverless_credits.config import Settings
@@ -19,22 +20,26 @@ from serverless_credits.domain.commands import (
     CreditCommand,
     DebitCommand,
     RefundCommand,
+    VoidCommand,
 )
 from serverless_credits.domain.errors import (
     AccountNotFound,
     AccountSuspended,
     CreditsError,
     InsufficientCredits,
+    OperationInProgress,
     RefundNotAllowed,
     ServiceBusy,
     StorageError,
     TransactionNotFound,
+    VoidNotAllowed,
 )
 from serverless_credits.domain.idempotency import fingerprint, judge, parameters
 from serverless_credits.domain.models import (
     Account,
     EntryType,
     IdempotencyRecord,
+    IdempotencyState,
     LedgerEntry,
     Operation,
     OperationResult,
@@ -60,6 +65,20 @@ OPENING_BALANCE_KEY = "opening-balance"
 # A refund may follow its debit within milliseconds (the decorator refunds a failed call at
 # once): wait this long for the debit's entry to be materialized before calling it unknown.
 ENTRY_WAIT_SECONDS = 3.0
+# A service may void its own debit (in full, by the debit's idempotency key) this long after
+# the debit was made; later, only an operator's refund gives credits back.
+VOID_WINDOW = timedelta(minutes=15)
+VOID_SUFFIX = ":void"
+MAX_KEY_LENGTH = 128
+
+
+def void_key(debit_key: str) -> str:
+    """The void's own idempotency key: `<debit key>:void`, or a hash of the debit's key when
+    that would not fit the 128 characters a key may have."""
+    key = debit_key + VOID_SUFFIX
+    if len(key) <= MAX_KEY_LENGTH:
+        return key
+    return "void:" + hashlib.sha256(debit_key.encode()).hexdigest()
 
 
 class Ledger:
@@ -126,6 +145,7 @@ class Ledger:
             description=command.reason,
             reference=command.reference,
             metadata=dict(command.metadata),
+            actor=command.actor,
         )
         return self._submit(
             command.account_id, command.idempotency_key, "adjustment", command, operation
@@ -179,6 +199,75 @@ class Ledger:
             refund_of=original.transaction_id,
             usage_day=original.day,
             failed_call=command.failed_call,
+            actor=command.actor,
+        )
+        return self.write_path.submit(
+            WriteRequest(account_id, key, request_fingerprint, operation), before_apply=claim
+        )
+
+    def void(self, command: VoidCommand) -> OperationResult:
+        """Cancel a debit in full, found by its idempotency key, within `VOID_WINDOW` of it.
+        The same void again replays; a void after an operator's refund of the same debit,
+        of something other than a completed debit, or past the window is refused."""
+        account_id, debit_key = command.account_id, command.idempotency_key
+        key = void_key(debit_key)
+        request_fingerprint = fingerprint(
+            "void", {**parameters(command, exclude=frozenset({"reason"})), "debit": debit_key}
+        )
+
+        def claim(record: IdempotencyRecord) -> None:
+            voided = record.operation
+            assert voided.refund_of is not None  # noqa: S101 - every void names its debit
+            try:
+                self._refunds.claim(
+                    account_id,
+                    voided.refund_of,
+                    original=voided.amount,
+                    amount=voided.amount,
+                    idempotency_key=key,
+                )
+            except RefundLimitReached as refused:
+                raise VoidNotAllowed(
+                    "The debit was already refunded", {"transactionId": voided.refund_of}
+                ) from refused
+
+        earlier = self._records.get(account_id, key)
+        if earlier is not None:  # this void again (or its crashed first attempt): replay
+            judge(earlier, request_fingerprint, self._clock())
+            return self.write_path.submit(
+                WriteRequest(account_id, key, request_fingerprint, earlier.operation),
+                before_apply=claim,
+            )
+        debit = self._records.get(account_id, debit_key)
+        if debit is None or debit.operation.type is not EntryType.DEBIT:
+            raise VoidNotAllowed(
+                "No debit with this idempotency key", {"idempotencyKey": debit_key}
+            )
+        if debit.state is not IdempotencyState.COMPLETED or debit.result is None:
+            raise OperationInProgress(debit_key)
+        transaction = debit.result.transaction_id
+        if self._clock() - debit.created_at > VOID_WINDOW:
+            raise VoidNotAllowed(
+                "The debit is older than the void window: ask an operator for a refund",
+                {
+                    "idempotencyKey": debit_key,
+                    "transactionId": transaction,
+                    "windowSeconds": int(VOID_WINDOW.total_seconds()),
+                },
+            )
+        if self._refunds.refunded(account_id, transaction) > 0:
+            raise VoidNotAllowed("The debit was already refunded", {"transactionId": transaction})
+        charged = -debit.operation.amount
+        operation = Operation(
+            type=EntryType.VOID,
+            amount=charged,
+            description=command.reason or f"Void of {transaction}",
+            reference=transaction,
+            action=debit.operation.action,
+            endpoint=debit.operation.endpoint,
+            refund_of=transaction,
+            usage_day=debit.created_at.date(),
+            failed_call=True,
         )
         return self.write_path.submit(
             WriteRequest(account_id, key, request_fingerprint, operation), before_apply=claim
@@ -249,6 +338,7 @@ class Ledger:
             description=command.description,
             reference=command.reference,
             metadata=dict(command.metadata),
+            actor=command.actor,
         )
         return self._submit(
             command.account_id, command.idempotency_key, entry_type.value, command, operation

@@ -16,6 +16,7 @@ HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.AccountSuspended: 403,
     errors.AccountNotFound: 404,
     errors.TransactionNotFound: 404,
+    errors.ApiKeyNotFound: 404,
     errors.InsufficientCredits: 402,
     errors.IdempotencyConflict: 409,
     errors.OperationInProgress: 409,
