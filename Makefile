@@ -25,10 +25,11 @@ COMPILE_FOR_LAMBDA = $(if $(LAMBDA_PYTHON),$(LAMBDA_PYTHON) -m compileall -q -j 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt
+$(BIN)/.installed: requirements-dev.txt layers/shared/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 $(SAM_ENV)/.installed:
