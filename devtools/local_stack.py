@@ -41,6 +41,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from devtools import dynamodb_local, local_seed, template
 from devtools.local_apigateway import KeyApi, with_key_api
+from devtools.local_events import LocalEvents, with_local_events
 from devtools.local_gateway import LocalGateway, parameters_with, usage_plans
 from devtools.local_lambda import (
     LOCAL_ACCOUNT_ID,
@@ -56,6 +57,8 @@ from serverless_credits.storage.items import Table
 
 LOGGER = logging.getLogger("devtools.local_stack")
 DEFAULT_STATE_FILE = template.PROJECT_ROOT / ".local" / "stack.json"
+# Balance events (EventPublisherFunction) as EventBridge would deliver them, one per line.
+DEFAULT_EVENTS_FILE = template.PROJECT_ROOT / ".local" / "events.jsonl"
 DEMO_ACCOUNT_ID = "acct_demo"
 API_ID = "CreditsApi"
 # DynamoDB Local's usual port, which env.json (sam local invoke) points at; any other works.
@@ -77,6 +80,7 @@ class StackSettings:
     demo_plan: str = "pro"
     state_file: Path | None = DEFAULT_STATE_FILE
     stream_poll_interval: float = STREAM_POLL_INTERVAL
+    events_file: Path = DEFAULT_EVENTS_FILE
 
 
 class _Server:
@@ -215,12 +219,19 @@ class LocalStack:
         # Lambda's Invoke API, with API Gateway's key API beside it (the AdminFunction's
         # keys land in the store the gateway authenticates with: devtools.local_apigateway).
         key_api = KeyApi(self.keys, {plan.logical_id: name for name, plan in self.plans.items()})
+        # And EventBridge's PutEvents (balance events to .local/events.jsonl: local_events).
+        self.events = LocalEvents(
+            settings.events_file,
+            settings.events_file.with_name("event-replay.jsonl"),
+            account=LOCAL_ACCOUNT_ID,
+            region=LOCAL_REGION,
+        )
         self._servers.append(
             _Server(
                 "lambda",
                 settings.host,
                 settings.lambda_port,
-                with_key_api(lambda_invoke_app(runtime), key_api),
+                with_local_events(with_key_api(lambda_invoke_app(runtime), key_api), self.events),
             )
         )
         if not self.dynamodb_endpoint:
@@ -244,6 +255,9 @@ class LocalStack:
                 "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint,
                 # The AdminFunction's API key calls reach the key API beside it.
                 "AWS_ENDPOINT_URL_API_GATEWAY": self.lambda_endpoint,
+                # The EventPublisherFunction's bus and replay queue: local_events beside it.
+                "AWS_ENDPOINT_URL_EVENTBRIDGE": self.lambda_endpoint,
+                "AWS_ENDPOINT_URL_SQS": self.lambda_endpoint,
             }
         )
         # The stream consumers run before the demo's history is seeded (it waits for them).
@@ -315,6 +329,7 @@ class LocalStack:
             "accountId": self.demo.account_id,
             "dynamodbEndpoint": self.dynamodb_endpoint,
             "tableName": self.table_name,
+            "eventsFile": str(self.settings.events_file),
             "functions": sorted(self.runtime.specs),
             "streamConsumers": [
                 {"function": c.source.function, "pollIntervalSeconds": c.interval}
@@ -514,6 +529,7 @@ def banner(stack: LocalStack) -> str:
             "(ledger entries and usage appear shortly after a debit)"
             for c in description["streamConsumers"]
         ),
+        f"  Balance events:        {description['eventsFile']}  (one line each, also below)",
         f"  Demo account:          {description['accountId']}  (plan {description['plan']})",
         f"  API key:               {key}",
     ]

@@ -87,19 +87,24 @@ def test_a_debit_through_the_invoke_api_reaches_the_transactions_route(
     assert ids.count(charged["transactionId"]) == 1
 
 
-def test_the_stack_feeds_the_materializer_as_its_event_source_mapping_would(
+def test_the_stack_feeds_each_stream_consumer_as_its_event_source_mapping_would(
     stack: LocalStack,
 ) -> None:
-    (source,) = template.stream_sources()
-    (consumer,) = stack.consumers
+    sources = template.stream_sources()
+    consumers = stack.consumers
 
-    assert consumer.source == source
-    assert source.function == "MaterializerFunction"
-    assert consumer.poller.filters == source.filters
-    assert consumer.poller.batch_size == source.batch_size
-    assert consumer.poller.max_retry_attempts == source.maximum_retry_attempts
+    assert [source.function for source in sources] == [
+        "MaterializerFunction",
+        "EventPublisherFunction",
+    ]
+    assert [consumer.source for consumer in consumers] == sources
+    for source, consumer in zip(sources, consumers, strict=True):
+        assert consumer.poller.filters == source.filters
+        assert consumer.poller.batch_size == source.batch_size
+        assert consumer.poller.max_retry_attempts == source.maximum_retry_attempts
     assert stack.describe()["streamConsumers"] == [
-        {"function": "MaterializerFunction", "pollIntervalSeconds": consumer.interval}
+        {"function": source.function, "pollIntervalSeconds": consumer.interval}
+        for source, consumer in zip(sources, consumers, strict=True)
     ]
 
 

@@ -138,14 +138,18 @@ def test_running_stack_explains_when_there_is_none(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the stream consumer
 def test_the_stream_event_sources_come_from_the_template() -> None:
-    (source,) = template.stream_sources()
-
-    assert (source.function, source.table) == ("MaterializerFunction", "CreditsTable")
-    assert source.starting_position == "TRIM_HORIZON"
-    assert source.batch_size == 100
-    assert source.maximum_retry_attempts == 20
-    assert source.partial_batch_response
-    assert source.filters == ({"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "ACCOUNT#"}]}}}},)
+    sources = template.stream_sources()
+    assert [(s.function, s.table) for s in sources] == [
+        ("MaterializerFunction", "CreditsTable"),
+        ("EventPublisherFunction", "CreditsTable"),
+    ]
+    for source in sources:
+        assert source.starting_position == "TRIM_HORIZON"
+        assert source.batch_size == 100
+        assert source.maximum_retry_attempts == 20
+        assert source.partial_batch_response
+        pattern = {"dynamodb": {"Keys": {"pk": {"S": [{"prefix": "ACCOUNT#"}]}}}}
+        assert source.filters == (pattern,)
 
 
 def _record(pk: str, position: int, **extra: Any) -> dict[str, Any]:
@@ -161,7 +165,7 @@ def _record(pk: str, position: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_filters_match_records_as_lambda_event_filtering_does() -> None:
-    (source,) = template.stream_sources()
+    source = template.stream_sources()[0]  # the MaterializerFunction's
     (accounts,) = source.filters
 
     assert matches_pattern(accounts, _record("ACCOUNT#acct_1", 1))
@@ -215,7 +219,7 @@ def test_the_poller_retries_a_failed_record_then_gives_it_up_as_lambda_does() ->
         ]
         return {"batchItemFailures": failed}
 
-    (source,) = template.stream_sources()
+    source = template.stream_sources()[0]  # the MaterializerFunction's
     poller = StreamPoller(
         stream,
         stream,
@@ -252,7 +256,7 @@ def test_the_stack_delivers_to_the_function_and_a_function_error_fails_the_batch
             return self.result
 
     runtime = Runtime()
-    (source,) = template.stream_sources()
+    source = template.stream_sources()[0]  # the MaterializerFunction's
     dynamodb = dynamodb_local.client_for("http://127.0.0.1:9")  # never contacted
     consumer = local_stack._StreamConsumer(
         source,
@@ -279,7 +283,7 @@ def test_a_page_of_filtered_out_records_does_not_end_a_drain() -> None:
     keys = ["LEDGER#a", "USAGE#a", "IDEMPOTENCY#a#k", "ACCOUNT#a"]
     stream = _FakeStream([_record(pk, position) for position, pk in enumerate(keys, start=1)])
     delivered: list[str] = []
-    (source,) = template.stream_sources()
+    source = template.stream_sources()[0]  # the MaterializerFunction's
     poller = StreamPoller(
         stream,
         stream,

@@ -36,6 +36,13 @@ class Settings(BaseModel):
     in_progress_wait_seconds: float = Field(
         default=1.0, alias="IN_PROGRESS_WAIT_SECONDS", ge=0, le=5
     )
+    # Balance events (EventPublisherFunction): the custom bus, the queue that keeps events
+    # the bus refused, and how long a pending auto-reload request holds back a new one.
+    event_bus_name: str | None = Field(default=None, alias="EVENT_BUS_NAME")
+    event_replay_queue_url: str | None = Field(default=None, alias="EVENT_REPLAY_QUEUE_URL")
+    auto_reload_timeout_seconds: int = Field(
+        default=3600, alias="AUTO_RELOAD_TIMEOUT_SECONDS", ge=60, le=7 * 86400
+    )
     # API Gateway usage plans an operator attaches new API keys to, per tier (provisioning).
     free_usage_plan_id: str | None = Field(default=None, alias="FREE_USAGE_PLAN_ID")
     pro_usage_plan_id: str | None = Field(default=None, alias="PRO_USAGE_PLAN_ID")

@@ -22,6 +22,7 @@ from serverless_credits.storage.store import CreditsStore
 
 if TYPE_CHECKING:
     from serverless_credits.ledger.admin import Administration
+    from serverless_credits.ledger.events import EventPublisher
     from serverless_credits.ledger.materializer import Materializer
     from serverless_credits.ledger.provisioning import Provisioner
     from serverless_credits.ledger.reconciler import Reconciler
@@ -94,6 +95,31 @@ def reconciler() -> Reconciler:
 
 
 @functools.cache
+def event_publisher() -> EventPublisher:
+    """Balance events from the stream to the EventBridge bus (EventPublisherFunction)."""
+    from datetime import timedelta  # noqa: PLC0415 - see above
+
+    from serverless_credits.integrations.eventbridge import (  # noqa: PLC0415
+        EventBridgeBus,
+        SqsReplayQueue,
+    )
+    from serverless_credits.ledger.events import EventPublisher  # noqa: PLC0415
+
+    settings = get_settings()
+    if not settings.event_bus_name:
+        raise RuntimeError("EVENT_BUS_NAME is not set")
+    credits = store()
+    queue = settings.event_replay_queue_url
+    return EventPublisher(
+        EventBridgeBus.connect(settings.event_bus_name),
+        credits.accounts,
+        credits.idempotency,
+        SqsReplayQueue.connect(queue) if queue else None,
+        auto_reload_timeout=timedelta(seconds=settings.auto_reload_timeout_seconds),
+    )
+
+
+@functools.cache
 def admin() -> Administration:
     """The operators' use cases (AdminFunction); API Gateway's client is built on first use."""
     from serverless_credits.integrations.apigateway_keys import (  # noqa: PLC0415 - see above
@@ -127,6 +153,7 @@ def reset() -> None:
         provisioner,
         materializer,
         reconciler,
+        event_publisher,
         admin,
     ):
         cached.cache_clear()

@@ -78,6 +78,15 @@ class LastOp(CamelModel):
     at: AwareDatetime
 
 
+class AutoReloadPending(CamelModel):
+    """An auto-reload request the account is waiting on (`domain.events`): set by the event
+    publisher when it requests a reload, cleared by a top-up whose `reference` is
+    `request_id`; after `AUTO_RELOAD_TIMEOUT` it no longer holds a new request back."""
+
+    request_id: str
+    at: AwareDatetime  # the time of the change that requested it
+
+
 class Account(CamelModel):
     """An account and its balance: one item, the only one a debit writes on its partition."""
 
@@ -92,6 +101,7 @@ class Account(CamelModel):
     auto_reload_enabled: bool = False
     auto_reload_threshold: Credits | None = None
     auto_reload_amount: Credits | None = None
+    auto_reload_pending: AutoReloadPending | None = None
     subscription_status: SubscriptionStatus = SubscriptionStatus.INACTIVE
     subscription_id: str | None = None
     plan: str = "free"
@@ -250,6 +260,7 @@ __all__ = [
     "AccountStatus",
     "ActionName",
     "ApiKeyMapping",
+    "AutoReloadPending",
     "DailyUsage",
     "Described",
     "Endpoint",

@@ -7,8 +7,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from serverless_credits.domain.events import BalanceEvent, FailedEvent
 from serverless_credits.domain.models import (
     Account,
+    AutoReloadPending,
     IdempotencyRecord,
     LastOp,
     LedgerEntry,
@@ -100,3 +102,26 @@ class RefundGuards(Protocol):
 class PriceLists(Protocol):
     def get_price_list(self) -> PriceList | None: ...
     def put_price_list(self, prices: PriceList) -> None: ...
+
+
+class EventBus(Protocol):
+    """Where balance events go (EventBridge's PutEvents): the entries it did not accept,
+    each with its error, never an exception for a per-entry failure."""
+
+    def put(self, events: Sequence[BalanceEvent]) -> list[FailedEvent]: ...
+
+
+class EventReplayQueue(Protocol):
+    """Where events go that the bus kept refusing: whole events, so that they can be
+    published again after the stream's 24 hours (`credits-admin events replay`)."""
+
+    def send(self, failed: Sequence[FailedEvent]) -> None: ...
+
+
+class AutoReloadMarks(Protocol):
+    """The account item's record of a pending auto-reload request."""
+
+    def mark_auto_reload(
+        self, account_id: str, pending: AutoReloadPending, *, expired_before: datetime
+    ) -> bool: ...
+    def clear_auto_reload(self, account_id: str, request_id: str) -> bool: ...

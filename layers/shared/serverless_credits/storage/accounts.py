@@ -13,7 +13,7 @@ from typing import Any, cast
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound, StorageError
-from serverless_credits.domain.models import Account, LastOp
+from serverless_credits.domain.models import Account, AutoReloadPending, LastOp
 from serverless_credits.domain.outcomes import ChangeRefused, OutcomeUnknown
 from serverless_credits.domain.posting import Posting
 from serverless_credits.storage import keys
@@ -127,6 +127,51 @@ class AccountStore:
                 raise AccountNotFound(account_id) from exc
             raise storage_failure("update account", exc) from exc
         return Account.model_validate(from_item(response["Attributes"]))
+
+    def mark_auto_reload(
+        self, account_id: str, pending: AutoReloadPending, *, expired_before: datetime
+    ) -> bool:
+        """Record a pending auto-reload request (the event publisher, before it publishes
+        the request): True when this request holds the mark - none was pending, the pending
+        one is this very request (a redelivery), or it was requested at or before
+        `expired_before` (timed out). No version and no `updatedAt`: not a balance change."""
+        try:
+            self._table.client.update_item(
+                TableName=self._table.name,
+                Key=key(keys.account_pk(account_id), keys.ACCOUNT_SK),
+                UpdateExpression="SET autoReloadPending = :pending",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND (attribute_not_exists(autoReloadPending)"
+                    " OR autoReloadPending.requestId = :request"
+                    " OR autoReloadPending.#at <= :expired)"
+                ),
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues=values(
+                    pending=pending, request=pending.request_id, expired=expired_before
+                ),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise storage_failure("mark auto-reload", exc) from exc
+        return True
+
+    def clear_auto_reload(self, account_id: str, request_id: str) -> bool:
+        """Forget the pending auto-reload request `request_id` (a top-up answered it);
+        False when another request (or none) is pending."""
+        try:
+            self._table.client.update_item(
+                TableName=self._table.name,
+                Key=key(keys.account_pk(account_id), keys.ACCOUNT_SK),
+                UpdateExpression="REMOVE autoReloadPending",
+                ConditionExpression="autoReloadPending.requestId = :request",
+                ExpressionAttributeValues=values(request=request_id),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise storage_failure("clear auto-reload", exc) from exc
+        return True
 
     def apply(
         self,

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from serverless_credits.domain.models import Account
+from serverless_credits.ledger.events import EventPublisher, PublishReport
 from serverless_credits.ledger.materializer import AccountChange, Materializer
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import from_item
@@ -59,3 +60,15 @@ def handle(event: Mapping[str, Any], materializer: Materializer) -> dict[str, An
     changes, failed = account_changes(event)
     failed += materializer.materialize(changes)
     return {"batchItemFailures": [{"itemIdentifier": position} for position in failed]}
+
+
+def publish(
+    event: Mapping[str, Any], publisher: EventPublisher
+) -> tuple[dict[str, Any], PublishReport]:
+    """The EventPublisherFunction's batch: the same account changes, balance events out;
+    the partial batch response and the publisher's report (for metrics)."""
+    changes, failed = account_changes(event)
+    report = publisher.publish(changes)
+    failed += report.failed_positions
+    response = {"batchItemFailures": [{"itemIdentifier": position} for position in failed]}
+    return response, report
