@@ -79,6 +79,9 @@ def run(
         not printer.as_json
     ):
         printer.note("The API key is shown only now: store it safely.")
+    if not printer.as_json and isinstance(response.get("note"), str):
+        response = dict(response)
+        printer.note(response.pop("note"))  # a sentence, not a table cell
     if printer.as_json:  # the generated key is a field of the one object (stderr otherwise)
         response = {**response, **{k: v for k, v in extra.items() if k not in response}}
     printer.result(response)

@@ -12,7 +12,8 @@ from credits_admin import requests, values
 PROG = "credits-admin"
 PLANS = ("free", "pro")
 DESCRIPTION = (
-    "Operate Serverless Credits: accounts, API keys, credits, the ledger. Invokes the "
+    "Operate Serverless Credits: accounts, API keys, credits, the ledger, balance events. "
+    "Invokes the "
     "AdminFunction of a deployed stack (--stack-name) or of the local stack (--local)."
 )
 EPILOG = (
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("account_id", metavar="ID", nargs="?")
     which.add_argument("--all", action="store_true", help="every account")
     reconcile.set_defaults(build=requests.reconcile)
+    _events(groups)
     return parser
 
 
@@ -199,6 +201,23 @@ def _credits(groups: Commands) -> None:
     refund.add_argument("--reason", metavar="TEXT")
     _idempotency(refund)
     refund.set_defaults(build=requests.credits_refund)
+
+
+def _events(groups: Commands) -> None:
+    commands = _sub(groups, "events", "balance events")
+    replay = commands.add_parser(
+        "replay",
+        help="publish again the events the bus refused (the event replay queue)",
+        description=(
+            "Receive up to N messages of the event replay queue, publish their events again "
+            "(same detail.eventId: consumers drop duplicates) and delete each message whose "
+            "events the bus accepted. Lambda's on-failure records (stream positions, no "
+            "events) are counted 'unreplayable' and left: reconcile or redrive them within "
+            "the stream's 24 hours (docs/events.md)."
+        ),
+    )
+    replay.add_argument("--limit", type=values.positive_int, metavar="N", help="1..100 (10)")
+    replay.set_defaults(build=requests.events_replay)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

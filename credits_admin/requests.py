@@ -180,3 +180,8 @@ def reconcile(args: argparse.Namespace) -> AdminRequest:
     if args.all:
         return AdminRequest("reconcile", {"all": True})
     return AdminRequest("reconcile", {"accountId": args.account_id})
+
+
+# ---------------------------------------------------------------- events
+def events_replay(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("events.replay", _given(limit=args.limit))

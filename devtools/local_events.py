@@ -1,18 +1,24 @@
-"""EventBridge's PutEvents and SQS's SendMessageBatch, for the local stack: balance events land
-in `.local/events.jsonl` (one EventBridge envelope per line: id, source, detail-type, time,
-detail, ...) with a short line printed for each; events the "bus" refused would land in
-`.local/event-replay.jsonl` (the replay queue's messages).
+"""EventBridge's PutEvents and the replay queue's SQS operations, for the local stack: balance
+events land in `.local/events.jsonl` (one EventBridge envelope per line: id, source,
+detail-type, time, detail, ...) with a short line printed for each; events the "bus" refused
+would land in `.local/event-replay.jsonl` (the replay queue's messages, one per line:
+`{"messageId", "queueUrl", "body"}`), from where `credits-admin --local events replay` (the
+AdminFunction) receives them (ReceiveMessage: hidden for the VisibilityTimeout, in memory),
+deletes them (DeleteMessage: the line goes) and counts them (GetQueueAttributes).
 
 The local stack serves this beside Lambda's Invoke API (one "AWS endpoint" on :3001) and
 points the EventPublisherFunction's boto3 clients at it with `AWS_ENDPOINT_URL_EVENTBRIDGE`
-and `AWS_ENDPOINT_URL_SQS`, so the function runs the very code it runs in AWS. Both services
+and `AWS_ENDPOINT_URL_SQS` (the AdminFunction's too), so the functions run the very code they
+run in AWS. Both services
 speak AWS's JSON protocol: a POST to `/` with an `X-Amz-Target` header. The envelope's `id`
 is the event's deterministic `detail.eventId` (on AWS, EventBridge assigns its own)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +29,11 @@ from werkzeug.wrappers import Request, Response
 
 PUT_EVENTS = "AWSEvents.PutEvents"
 SEND_MESSAGE_BATCH = "AmazonSQS.SendMessageBatch"
-TARGETS = (PUT_EVENTS, SEND_MESSAGE_BATCH)
+RECEIVE_MESSAGE = "AmazonSQS.ReceiveMessage"
+DELETE_MESSAGE = "AmazonSQS.DeleteMessage"
+GET_QUEUE_ATTRIBUTES = "AmazonSQS.GetQueueAttributes"
+TARGETS = (PUT_EVENTS, SEND_MESSAGE_BATCH, RECEIVE_MESSAGE, DELETE_MESSAGE, GET_QUEUE_ATTRIBUTES)
+DEFAULT_VISIBILITY_SECONDS = 30  # SQS's default VisibilityTimeout
 
 
 def _time(value: Any) -> str:
@@ -37,7 +47,8 @@ def _time(value: Any) -> str:
 
 
 class LocalEvents:
-    """A WSGI app for the two operations, appending to the two files."""
+    """A WSGI app for PutEvents (appending to the events file) and the replay queue's
+    operations (on the replay file)."""
 
     def __init__(
         self,
@@ -53,7 +64,8 @@ class LocalEvents:
         self.account = account
         self.region = region
         self.announce = announce
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._hidden: dict[str, float] = {}  # messageId -> when it is visible again
 
     def envelope(self, entry: dict[str, Any]) -> dict[str, Any]:
         detail = json.loads(entry.get("Detail") or "{}")
@@ -90,19 +102,85 @@ class LocalEvents:
 
     def send_message_batch(self, body: dict[str, Any]) -> dict[str, Any]:
         entries = body.get("Entries", [])
-        self._append(
-            self.replay_file,
-            [
-                {"queueUrl": body.get("QueueUrl"), "body": json.loads(e["MessageBody"])}
-                for e in entries
-            ],
-        )
+        messages = [
+            {
+                "messageId": str(uuid.uuid4()),
+                "queueUrl": body.get("QueueUrl"),
+                "body": json.loads(e["MessageBody"]),
+            }
+            for e in entries
+        ]
+        self._append(self.replay_file, messages)
         return {
             "Successful": [
-                {"Id": e["Id"], "MessageId": str(uuid.uuid4()), "MD5OfMessageBody": ""}
-                for e in entries
+                {"Id": e["Id"], "MessageId": m["messageId"], "MD5OfMessageBody": ""}
+                for e, m in zip(entries, messages, strict=True)
             ],
             "Failed": [],
+        }
+
+    # ------------------------------------------------------------ the replay queue, read
+    def _messages(self) -> list[dict[str, Any]]:
+        """The queue's messages (lines written before they had ids get one now)."""
+        if not self.replay_file.exists():
+            return []
+        lines = [line for line in self.replay_file.read_text("utf-8").splitlines() if line]
+        messages = [json.loads(line) for line in lines]
+        if any("messageId" not in message for message in messages):
+            for message in messages:
+                message.setdefault("messageId", str(uuid.uuid4()))
+            self._rewrite(messages)
+        return messages
+
+    def _rewrite(self, messages: list[dict[str, Any]]) -> None:
+        self.replay_file.write_text(
+            "".join(json.dumps(message) + "\n" for message in messages), "utf-8"
+        )
+
+    def receive_message(self, body: dict[str, Any]) -> dict[str, Any]:
+        wanted = max(1, min(10, int(body.get("MaxNumberOfMessages") or 1)))
+        visibility = int(body.get("VisibilityTimeout", DEFAULT_VISIBILITY_SECONDS))
+        now = time.monotonic()
+        received: list[dict[str, Any]] = []
+        with self._lock:
+            for message in self._messages():
+                if len(received) == wanted:
+                    break
+                message_id = message["messageId"]
+                if self._hidden.get(message_id, 0.0) > now:
+                    continue
+                self._hidden[message_id] = now + visibility
+                text = json.dumps(message["body"])
+                received.append(
+                    {
+                        "MessageId": message_id,
+                        "ReceiptHandle": f"{message_id}/{uuid.uuid4().hex}",
+                        "MD5OfBody": hashlib.md5(text.encode()).hexdigest(),  # noqa: S324
+                        "Body": text,
+                    }
+                )
+        return {"Messages": received}
+
+    def delete_message(self, body: dict[str, Any]) -> dict[str, Any]:
+        message_id = str(body.get("ReceiptHandle", "")).split("/", 1)[0]
+        with self._lock:
+            messages = self._messages()
+            kept = [message for message in messages if message["messageId"] != message_id]
+            if len(kept) != len(messages):
+                self._rewrite(kept)
+            self._hidden.pop(message_id, None)
+        return {}
+
+    def get_queue_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        now = time.monotonic()
+        with self._lock:
+            messages = self._messages()
+        hidden = sum(1 for m in messages if self._hidden.get(m["messageId"], 0.0) > now)
+        return {
+            "Attributes": {
+                "ApproximateNumberOfMessages": str(len(messages) - hidden),
+                "ApproximateNumberOfMessagesNotVisible": str(hidden),
+            }
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -112,12 +190,18 @@ class LocalEvents:
         if target == PUT_EVENTS:
             answer, content_type = self.put_events(body), "application/x-amz-json-1.1"
         else:
-            answer, content_type = self.send_message_batch(body), "application/x-amz-json-1.0"
+            operations = {
+                SEND_MESSAGE_BATCH: self.send_message_batch,
+                RECEIVE_MESSAGE: self.receive_message,
+                DELETE_MESSAGE: self.delete_message,
+                GET_QUEUE_ATTRIBUTES: self.get_queue_attributes,
+            }
+            answer, content_type = operations[target](body), "application/x-amz-json-1.0"
         return Response(json.dumps(answer), content_type=content_type)(environ, start_response)
 
 
 def with_local_events(app: Callable[..., Any], events: LocalEvents) -> Callable[..., Any]:
-    """`app` with PutEvents and SendMessageBatch beside it on the same port."""
+    """`app` with PutEvents and the replay queue's operations beside it on the same port."""
 
     def dispatch(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if environ.get("HTTP_X_AMZ_TARGET", "") in TARGETS:

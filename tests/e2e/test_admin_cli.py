@@ -11,15 +11,19 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from devtools.local_stack import LocalStack
 from serverless_credits.domain.errors import AccountSuspended
+from serverless_credits.domain.events import BalanceEvent, BalanceLowDetail, FailedEvent
 from serverless_credits.integrations.client import CreditsClient
+from serverless_credits.integrations.eventbridge import SqsReplayQueue
 from tests.e2e.support import Api
 
 pytestmark = pytest.mark.e2e
@@ -278,3 +282,55 @@ def test_flag_adjust_ledger_and_reconcile(admin: Admin, account: dict[str, Any])
     assert newest["actor"]
     assert reconciled.code == 0, reconciled.err
     assert reconciled.body["inconsistent"] == []
+
+
+def test_events_replay_publishes_a_refused_event_from_the_local_replay_queue(
+    admin: Admin, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event the bus refused, as the EventPublisherFunction leaves it in the replay queue
+    (SendMessageBatch to the stack's SQS emulator), goes to the bus again with its eventId;
+    the queue is empty afterwards."""
+    events_file, replay_file = tmp_path / "events.jsonl", tmp_path / "event-replay.jsonl"
+    monkeypatch.setattr(stack.events, "events_file", events_file)
+    monkeypatch.setattr(stack.events, "replay_file", replay_file)
+    event = BalanceEvent(
+        detail=BalanceLowDetail.model_validate(
+            {
+                "event_id": "acct_e2e_replay:4:balance-low",
+                "account_id": "acct_e2e_replay",
+                "version": 4,
+                "occurred_at": datetime(2025, 1, 1, tzinfo=UTC),
+                "available": Decimal(3),
+                "balance": Decimal(3),
+                "threshold": Decimal(5),
+                "previous_available": Decimal(8),
+            }
+        )
+    )
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=stack.lambda_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    queue_url = stack.runtime.environment()["EVENT_REPLAY_QUEUE_URL"] if stack.runtime else ""
+    SqsReplayQueue(sqs, queue_url).send([FailedEvent(event, "InternalFailure", "try again")])
+    assert len(replay_file.read_text().splitlines()) == 1
+
+    replayed = admin("events", "replay")
+
+    assert replayed.code == 0, replayed.err
+    assert replayed.body == {
+        "received": 1,
+        "republished": 1,
+        "failed": 0,
+        "unreplayable": 0,
+        "remaining": 0,
+    }
+    published = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert [(e["id"], e["detail-type"]) for e in published] == [(event.id, "Balance Low")]
+    assert published[0]["detail"] == event.envelope()["detail"]
+    assert replay_file.read_text() == ""
+    again = admin("events", "replay")
+    assert again.body["received"] == 0

@@ -270,6 +270,8 @@ def request_of(*argv: str) -> dict[str, Any]:
         ),
         (["reconcile", "acct_1"], {"operation": "reconcile", "accountId": "acct_1"}),
         (["reconcile", "--all"], {"operation": "reconcile", "all": True}),
+        (["events", "replay"], {"operation": "events.replay"}),
+        (["events", "replay", "--limit", "100"], {"operation": "events.replay", "limit": 100}),
     ],
 )
 def test_each_command_sends_its_operation(argv: list[str], expected: dict[str, Any]) -> None:
@@ -490,6 +492,38 @@ def test_reconcile_output_has_its_summary_and_inconsistent_accounts() -> None:
     assert "acct_9" in text
 
 
+REPLAYED = {
+    "received": 3,
+    "republished": 1,
+    "failed": 1,
+    "unreplayable": 1,
+    "remaining": 2,
+    "note": "unreplayable messages are Lambda's on-failure records (...)",
+}
+
+
+def test_events_replay_shows_its_counts_and_the_note_on_stderr() -> None:
+    result = run(FakeAdmin(response=dict(REPLAYED)), "--local", "events", "replay")
+
+    assert result.code == 0
+    assert result.out.splitlines() == [
+        "received      3",
+        "republished   1",
+        "failed        1",
+        "unreplayable  1",
+        "remaining     2",
+    ]
+    assert "on-failure records" in result.err
+
+
+def test_events_replay_in_json_is_the_one_object_with_its_note() -> None:
+    result = run(FakeAdmin(response=dict(REPLAYED)), "--local", "--json", "events", "replay")
+
+    assert result.code == 0
+    assert result.json() == REPLAYED
+    assert result.err == ""
+
+
 def test_a_refusal_exits_1_with_the_message_on_stderr() -> None:
     refusal = {
         "error": {
@@ -604,6 +638,10 @@ def test_an_unexpected_response_is_an_error() -> None:
         (["--local", "keys", "revoke", "a_1"], "KEY_ID"),
         (["accounts", "list", "--local"], "unrecognized arguments: --local"),  # globals first
         (["--local", "--json", "keys"], "required"),
+        (["--local", "events"], "required"),
+        (["--local", "events", "replay", "--limit", "0"], "at least 1"),
+        (["--local", "events", "replay", "--limit", "ten"], "not an integer"),
+        (["--local", "events", "replay", "acct_1"], "unrecognized arguments"),
     ],
 )
 def test_usage_errors_exit_2_and_send_nothing(

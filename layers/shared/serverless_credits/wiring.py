@@ -22,6 +22,7 @@ from serverless_credits.storage.store import CreditsStore
 
 if TYPE_CHECKING:
     from serverless_credits.ledger.admin import Administration
+    from serverless_credits.ledger.event_replay import EventReplayer
     from serverless_credits.ledger.events import EventPublisher
     from serverless_credits.ledger.materializer import Materializer
     from serverless_credits.ledger.provisioning import Provisioner
@@ -120,6 +121,24 @@ def event_publisher() -> EventPublisher:
 
 
 @functools.cache
+def event_replayer() -> EventReplayer:
+    """The replay queue's events back to the bus (AdminFunction's `events.replay`)."""
+    from serverless_credits.integrations.eventbridge import (  # noqa: PLC0415 - see above
+        EventBridgeBus,
+        SqsReplayQueue,
+    )
+    from serverless_credits.ledger.event_replay import EventReplayer  # noqa: PLC0415
+
+    settings = get_settings()
+    if not settings.event_bus_name or not settings.event_replay_queue_url:
+        raise RuntimeError("EVENT_BUS_NAME and EVENT_REPLAY_QUEUE_URL must be set")
+    return EventReplayer(
+        EventBridgeBus.connect(settings.event_bus_name),
+        SqsReplayQueue.connect(settings.event_replay_queue_url),
+    )
+
+
+@functools.cache
 def admin() -> Administration:
     """The operators' use cases (AdminFunction); API Gateway's client is built on first use."""
     from serverless_credits.integrations.apigateway_keys import (  # noqa: PLC0415 - see above
@@ -140,6 +159,7 @@ def admin() -> Administration:
         issuer=functools.cache(ApiGatewayKeyIssuer.from_settings),
         entries=credits.entries,
         reconciler=reconciler,
+        replayer=event_replayer,
     )
 
 
@@ -154,6 +174,7 @@ def reset() -> None:
         materializer,
         reconciler,
         event_publisher,
+        event_replayer,
         admin,
     ):
         cached.cache_clear()

@@ -198,6 +198,13 @@ class ReconcileRequest(AdminRequest):
         return self
 
 
+# ---------------------------------------------------------------- events
+class ReplayEventsRequest(AdminRequest):
+    """`events.replay`: re-publish up to `limit` messages of the event replay queue."""
+
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
+
+
 __all__ = [
     "AccountRequest",
     "AdjustRequest",
@@ -214,6 +221,7 @@ __all__ = [
     "ReactivateRequest",
     "ReconcileRequest",
     "RefundRequest",
+    "ReplayEventsRequest",
     "RevokeKeyRequest",
     "RotateKeysRequest",
     "SettingsRequest",

@@ -160,6 +160,34 @@ class FailedEvent:
     error_message: str = ""
 
 
+@dataclass(frozen=True)
+class ReplayMessage:
+    """One message of the replay queue: the events it holds whole (empty when it holds
+    none: Lambda's own on-failure record, stream positions only, cannot be re-published),
+    and what deletes it."""
+
+    message_id: str
+    receipt: str
+    events: tuple[BalanceEvent, ...] = ()
+
+    @property
+    def replayable(self) -> bool:
+        return bool(self.events)
+
+
+def event_from_envelope(envelope: object) -> BalanceEvent:
+    """The event an envelope (`BalanceEvent.envelope()`) holds, with its own `eventId`.
+    Raises ValueError (pydantic's ValidationError is one) if it holds no valid event."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("detail"), dict):
+        raise ValueError("an envelope with a detail object is needed")
+    detail = envelope["detail"]
+    try:
+        model = DETAIL_MODELS[EventKind(detail.get("kind"))]
+    except ValueError:
+        raise ValueError(f"unknown event kind {detail.get('kind')!r}") from None
+    return BalanceEvent(detail=model.model_validate(detail))
+
+
 def event_id(account_id: str, version: int | str, kind: EventKind) -> str:
     return f"{account_id}:{version}:{kind.value}"
 
@@ -292,9 +320,11 @@ __all__ = [
     "EventDetail",
     "EventKind",
     "FailedEvent",
+    "ReplayMessage",
     "auto_reload_wanted",
     "depletion_floor",
     "derive",
+    "event_from_envelope",
     "event_id",
     "is_new_version",
     "pending_expired",

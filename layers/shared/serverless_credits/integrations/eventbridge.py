@@ -1,5 +1,6 @@
 """EventBridge and SQS for balance events: the bus (`PutEvents`, 10 entries per call, per-entry
-failures reported, never raised) and the replay queue (whole events, `SendMessageBatch`).
+failures reported, never raised) and the replay queue (whole events, `SendMessageBatch`; read
+back with `ReceiveMessage`/`DeleteMessage` by `credits-admin events replay`).
 
 Endpoints come from boto3's configuration: `AWS_ENDPOINT_URL_EVENTBRIDGE` points the bus at
 the local stack's PutEvents endpoint (`devtools.local_events`)."""
@@ -13,10 +14,18 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from serverless_credits.domain.events import BalanceEvent, FailedEvent
+from serverless_credits.domain.events import (
+    BalanceEvent,
+    FailedEvent,
+    ReplayMessage,
+    event_from_envelope,
+)
 
 PUT_EVENTS_LIMIT = 10  # entries per PutEvents call
-SQS_BATCH_LIMIT = 10  # messages per SendMessageBatch call
+SQS_BATCH_LIMIT = 10  # messages per SendMessageBatch / ReceiveMessage call
+# A received message stays hidden this long (seconds): one replay run never sees it twice,
+# and a message left in the queue (refused again, or unreplayable) is back after it.
+REPLAY_VISIBILITY_SECONDS = 60
 REPLAY_MESSAGE_KIND = "serverless-credits.events"
 
 
@@ -81,10 +90,28 @@ def replay_message(failed: FailedEvent) -> dict[str, Any]:
     }
 
 
+def replayed_events(body: str) -> tuple[BalanceEvent, ...]:
+    """The events a replay queue message holds: its `envelope`'s, or none (Lambda's
+    on-failure records hold stream positions; anything unreadable holds none either)."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return ()
+    if not isinstance(message, dict) or message.get("kind") != REPLAY_MESSAGE_KIND:
+        return ()
+    try:
+        return (event_from_envelope(message.get("envelope")),)
+    except ValueError:
+        return ()
+
+
 class SqsReplayQueue:
-    def __init__(self, client: Any, queue_url: str) -> None:
+    """The replay queue: `send` (the publisher), `receive`/`delete`/`depth` (the replay)."""
+
+    def __init__(self, client: Any, queue_url: str, *, wait_seconds: int = 1) -> None:
         self._client = client
         self.queue_url = queue_url
+        self._wait_seconds = wait_seconds  # long polling: an almost empty queue still answers
 
     @classmethod
     def connect(cls, queue_url: str) -> SqsReplayQueue:
@@ -103,3 +130,38 @@ class SqsReplayQueue:
             )
             if response.get("Failed"):
                 raise RuntimeError(f"replay queue refused {len(response['Failed'])} messages")
+
+    def receive(self, limit: int) -> list[ReplayMessage]:
+        response = self._client.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=max(1, min(SQS_BATCH_LIMIT, limit)),
+            VisibilityTimeout=REPLAY_VISIBILITY_SECONDS,
+            WaitTimeSeconds=self._wait_seconds,
+        )
+        return [
+            ReplayMessage(
+                message_id=str(message.get("MessageId", "")),
+                receipt=str(message["ReceiptHandle"]),
+                events=replayed_events(str(message.get("Body", ""))),
+            )
+            for message in response.get("Messages", [])
+        ]
+
+    def delete(self, message: ReplayMessage) -> None:
+        self._client.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message.receipt)
+
+    def depth(self) -> int | None:
+        """Messages in the queue, visible or not (approximate, as SQS counts them)."""
+        try:
+            attributes = self._client.get_queue_attributes(
+                QueueUrl=self.queue_url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
+            )["Attributes"]
+        except (BotoCoreError, ClientError):
+            return None
+        return int(attributes.get("ApproximateNumberOfMessages", 0)) + int(
+            attributes.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )

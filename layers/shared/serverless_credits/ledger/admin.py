@@ -33,6 +33,7 @@ from serverless_credits.domain.admin_commands import (
     ReactivateRequest,
     ReconcileRequest,
     RefundRequest,
+    ReplayEventsRequest,
     RevokeKeyRequest,
     RotateKeysRequest,
     SettingsRequest,
@@ -56,6 +57,7 @@ from serverless_credits.domain.models import (
     OperationResult,
     utc_now,
 )
+from serverless_credits.ledger.event_replay import EventReplayer, ReplayReport
 from serverless_credits.ledger.operations import OPENING_BALANCE_KEY, Ledger
 from serverless_credits.ledger.ports import Accounts
 from serverless_credits.ledger.provisioning import ApiKeyIssuer, IssuedKey, Provisioner, Tier
@@ -181,6 +183,7 @@ class Administration:
         reconciler: Callable[[], Reconciliation],
         clock: Callable[[], datetime] = utc_now,
         new_account_id: Callable[[], str] | None = None,
+        replayer: Callable[[], EventReplayer] | None = None,
     ) -> None:
         self._ledger = ledger
         self._accounts = accounts
@@ -191,6 +194,7 @@ class Administration:
         self._reconciler = reconciler
         self._clock = clock
         self._new_account_id = new_account_id or _random_account_id
+        self._replayer = replayer  # built on first use: only `events.replay` needs SQS
 
     # ------------------------------------------------------------ accounts
     def create_account(self, request: CreateAccountRequest) -> NewAccount:
@@ -410,6 +414,25 @@ class Administration:
         if request.account_id is not None:
             return Reconciled([reconciler.account(request.account_id)])
         return Reconciled(reconciler.all())
+
+    # ------------------------------------------------------------ events
+    def replay_events(self, request: ReplayEventsRequest) -> ReplayReport:
+        """Re-publish what the event replay queue holds (`ledger.event_replay`)."""
+        if self._replayer is None:
+            raise RuntimeError("no event replay queue is configured")
+        report = self._replayer().replay(request.limit)
+        logger.info(
+            "operator action",
+            extra={
+                "action": "events.replay",
+                "actor": request.actor,
+                "received": report.received,
+                "republished": report.republished,
+                "failed": report.failed,
+                "unreplayable": report.unreplayable,
+            },
+        )
+        return report
 
     # ------------------------------------------------------------ helpers
     def _issue(self, account: Account, actor: str) -> IssuedKey:

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from serverless_credits.domain.events import BalanceEvent, FailedEvent
+from serverless_credits.domain.events import BalanceEvent, FailedEvent, ReplayMessage
 from serverless_credits.domain.models import (
     Account,
     AutoReloadPending,
@@ -116,6 +116,15 @@ class EventReplayQueue(Protocol):
     published again after the stream's 24 hours (`credits-admin events replay`)."""
 
     def send(self, failed: Sequence[FailedEvent]) -> None: ...
+
+
+class ReplayInbox(Protocol):
+    """The replay queue as `credits-admin events replay` reads it: messages received are
+    hidden from other readers for a while; a deleted message is gone."""
+
+    def receive(self, limit: int) -> list[ReplayMessage]: ...
+    def delete(self, message: ReplayMessage) -> None: ...
+    def depth(self) -> int | None: ...
 
 
 class AutoReloadMarks(Protocol):

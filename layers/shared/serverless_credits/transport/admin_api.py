@@ -24,6 +24,7 @@ from serverless_credits.ledger.admin import (
     Reconciled,
     RevokedKey,
 )
+from serverless_credits.ledger.event_replay import ReplayReport
 from serverless_credits.reads.queries import TransactionView, balance_view
 from serverless_credits.transport.responses import debit_error, validation_error
 
@@ -154,6 +155,24 @@ def _revoked(key: RevokedKey) -> Json:
     return {"accountId": key.account_id, "apiKeyId": key.api_key_id, "revoked": True}
 
 
+def _replayed(report: ReplayReport) -> Json:
+    result: Json = {
+        "received": report.received,
+        "republished": report.republished,
+        "failed": report.failed,
+        "unreplayable": report.unreplayable,
+    }
+    if report.remaining is not None:
+        result["remaining"] = report.remaining
+    if report.unreplayable:
+        result["note"] = (
+            "unreplayable messages are Lambda's on-failure records (stream positions, no "
+            "events): left in the queue; reconcile or redrive them within the stream's 24 h "
+            "(docs/events.md)"
+        )
+    return result
+
+
 # name -> (request model, use case, result as JSON)
 Operation = tuple[
     type[requests.AdminRequest],
@@ -183,6 +202,7 @@ OPERATIONS: dict[str, Operation] = {
     "credits.refund": (requests.RefundRequest, Administration.refund, _money),
     "ledger.list": (requests.LedgerRequest, Administration.entries, _entries),
     "reconcile": (requests.ReconcileRequest, Administration.reconcile, _reconciled),
+    "events.replay": (requests.ReplayEventsRequest, Administration.replay_events, _replayed),
 }
 
 
