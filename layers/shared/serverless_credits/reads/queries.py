@@ -297,7 +297,8 @@ def _end_of(value: date | datetime) -> datetime:
     return datetime.combine(value, time.max, tzinfo=UTC)
 
 
-def _transaction(entry: LedgerEntry) -> TransactionView:
+def transaction_view(entry: LedgerEntry) -> TransactionView:
+    """A ledger entry as the API shows it (the transactions route, the operators' ledger)."""
     return TransactionView(
         id=entry.transaction_id,
         type=entry.type,
@@ -398,7 +399,7 @@ def transactions(
     )
     entries = entries[offset:]
     return TransactionsPage(
-        data=[_transaction(entry) for entry in entries],
+        data=[transaction_view(entry) for entry in entries],
         has_more=next_sequence is not None,
         next_cursor=(
             signer.sign(account_id=account_id, scope=scope, position=str(next_sequence))

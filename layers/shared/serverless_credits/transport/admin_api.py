@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from serverless_credits.domain import admin_commands as requests
 from serverless_credits.domain.errors import CreditsError, ValidationFailed
 from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry
-from serverless_credits.domain.money import json_number, jsonable
+from serverless_credits.domain.money import json_number
 from serverless_credits.ledger.admin import (
     Administration,
     MoneyResult,
@@ -25,7 +25,7 @@ from serverless_credits.ledger.admin import (
     RevokedKey,
 )
 from serverless_credits.ledger.event_replay import ReplayReport
-from serverless_credits.reads.queries import TransactionView, balance_view
+from serverless_credits.reads.queries import balance_view, transaction_view
 from serverless_credits.transport.responses import debit_error, validation_error
 
 Json = dict[str, Any]
@@ -117,30 +117,7 @@ def _money(done: MoneyResult) -> Json:
 
 
 def _entries(entries: list[LedgerEntry]) -> Json:
-    return {
-        "entries": [
-            _json(
-                TransactionView(
-                    id=entry.transaction_id,
-                    type=entry.type,
-                    amount=entry.amount,
-                    balance_after=entry.balance_after,
-                    available_after=entry.available_after,
-                    sequence=entry.sequence,
-                    description=entry.description,
-                    reference=entry.reference,
-                    metadata=jsonable(entry.metadata),  # numbers come back as Decimal
-                    action=entry.action,
-                    quantity=entry.quantity,
-                    endpoint=entry.endpoint,
-                    refund_of=entry.refund_of,
-                    actor=entry.actor,
-                    created_at=entry.created_at,
-                )
-            )
-            for entry in entries
-        ]
-    }
+    return {"entries": [_json(transaction_view(entry)) for entry in entries]}
 
 
 def _reconciled(done: Reconciled) -> Json:
