@@ -26,7 +26,7 @@ def account(**fields: Any) -> Account:
 
 
 def posting(entry_type: EntryType, amount: str | int) -> Posting:
-    return posting_for(Operation(type=entry_type, amount=Decimal(amount)))
+    return posting_for(Operation(type=entry_type, amount=Decimal(amount)), NOW)
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,7 @@ def last_op(op_id: str = "0123456789abcdef", key: str = "k") -> LastOp:
 def apply(store: CreditsStore, operation: Operation, account_id: str = ACCOUNT) -> Account:
     return store.accounts.apply(
         account_id,
-        posting_for(operation),
+        posting_for(operation, NOW),
         last_op(),
         assumed_overdraft=Decimal(0),
         now=NOW,
@@ -167,7 +167,7 @@ def test_the_funds_condition_pins_the_overdraft_the_writer_assumed(
     moto_store: CreditsStore, ledger: Ledger
 ) -> None:
     moto_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(10)})
-    posting = posting_for(debit_of(105))
+    posting = posting_for(debit_of(105), NOW)
 
     with pytest.raises(ChangeRefused) as stale:  # assumed no overdraft: refused, not trusted
         moto_store.accounts.apply(

@@ -114,6 +114,36 @@ class VoidNotAllowed(RefundNotAllowed):
     code = "VOID_NOT_ALLOWED"
 
 
+class HoldNotFound(CreditsError):
+    """The account has no hold with this id (never had, or it is another account's)."""
+
+    code = "HOLD_NOT_FOUND"
+
+    def __init__(self, account_id: str, hold_id: str) -> None:
+        super().__init__("Hold not found", {"accountId": account_id, "holdId": hold_id})
+
+
+class HoldNotOpen(CreditsError):
+    """The hold was captured, released or expired: nothing is held any more."""
+
+    code = "HOLD_NOT_OPEN"
+
+    def __init__(self, hold_id: str, status: str) -> None:
+        super().__init__(f"Hold is {status}", {"holdId": hold_id, "status": status})
+
+
+class TooManyOpenHolds(CreditsError):
+    """The account has as many open holds as it may (`domain.holds.MAX_OPEN_HOLDS`)."""
+
+    code = "TOO_MANY_OPEN_HOLDS"
+
+    def __init__(self, account_id: str, limit: int) -> None:
+        super().__init__(
+            "Too many open holds: capture or release one first",
+            {"accountId": account_id, "limit": limit},
+        )
+
+
 class ApiKeyNotFound(CreditsError):
     """An operator named an API key the account does not have (revoked or never issued)."""
 
@@ -158,5 +188,8 @@ _BY_CODE: dict[str, type[CreditsError]] = {
         VoidNotAllowed,
         ApiKeyNotRecognised,
         ApiKeyNotFound,
+        HoldNotFound,
+        HoldNotOpen,
+        TooManyOpenHolds,
     )
 }

@@ -8,7 +8,15 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+)
 from pydantic.alias_generators import to_camel
 
 from serverless_credits.domain.money import Credits, PositiveAmount, Quantity
@@ -58,11 +66,18 @@ class EntryType(StrEnum):
     REFUND = "refund"
     # A service's cancellation of its own debit, in full, shortly after it (`Ledger.void`).
     VOID = "void"
-    # Reserved for holds and grant expiry (later issues); the ledger already accepts them.
+    # Holds (`domain.holds`): credits reserved, then captured (all or part) or released;
+    # an expired hold is a `release` with reason `expired`.
     HOLD = "hold"
     CAPTURE = "capture"
     RELEASE = "release"
+    # Reserved for the expiry of credit lots (a later issue); the ledger already accepts it.
     EXPIRY = "expiry"
+
+
+class ReleaseReason(StrEnum):
+    RELEASED = "released"  # the service gave the hold up
+    EXPIRED = "expired"  # the hold ran past `expiresAt` (the ExpirerFunction)
 
 
 class LastOp(CamelModel):
@@ -76,6 +91,34 @@ class LastOp(CamelModel):
     type: EntryType
     amount: Credits
     at: AwareDatetime
+    # Only on the release of an expired hold (absent otherwise: the item stays small), so
+    # the stream tells an expiry from a release (the `Hold Expired` event).
+    reason: ReleaseReason | None = None
+
+
+class OpenHold(CamelModel):
+    """An open hold as the account item records it (`holds.<holdId>`): the fence every step
+    of a hold is conditioned on (DESIGN-NOTES.md, "Fix 3"), kept to three numbers under
+    one-letter names because every byte of the item is paid on every change."""
+
+    amount: Credits = Field(alias="a")
+    expires_at: int = Field(alias="x")  # epoch seconds
+    created_at: int = Field(alias="c")  # epoch seconds
+
+    @property
+    def expires(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromtimestamp(self.created_at, UTC)
+
+
+class HoldStatus(StrEnum):
+    OPEN = "open"
+    CAPTURED = "captured"
+    RELEASED = "released"
+    EXPIRED = "expired"
 
 
 class AutoReloadPending(CamelModel):
@@ -118,6 +161,9 @@ class Account(CamelModel):
     lifetime_requests: int = 0
     version: int = 0  # = the sequence of the latest ledger entry
     last_op: LastOp | None = None
+    # Open holds by id (`reserved` is their sum). None on an item written before holds
+    # existed: storage creates the map on the first reserve.
+    holds: dict[str, OpenHold] | None = None
     created_at: AwareDatetime
     updated_at: AwareDatetime
     updated_by: str | None = None  # the operator behind the latest settings change
@@ -147,6 +193,12 @@ class Described(CamelModel):
     endpoint: str | None = None
     refund_of: str | None = None
     actor: str | None = None
+    # Holds: the hold a hold, capture or release entry belongs to; `held` is the signed
+    # change of `reserved` (+amount on a hold, -amount held on its capture or release).
+    hold_id: str | None = None
+    held: Credits | None = None
+    expires_at: AwareDatetime | None = None  # a hold's expiry, on its hold entry
+    reason: ReleaseReason | None = None  # on release entries: released or expired
 
     def description_fields(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in Described.model_fields}
@@ -176,6 +228,23 @@ class OperationResult(CamelModel):
     balance_after: Credits
     available: Credits
     replayed: bool = False
+    # Holds: the hold, its expiry (reserve) and what returned to `available` (capture,
+    # release). Absent from other operations' results.
+    hold_id: str | None = None
+    expires_at: AwareDatetime | None = None
+    released: Credits | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_hold_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        dumped = handler(self)
+        for name in _HOLD_RESULT_FIELDS:
+            if isinstance(dumped, dict) and getattr(self, name) is None:
+                dumped.pop(name, None)
+                dumped.pop(to_camel(name), None)
+        return dumped
+
+
+_HOLD_RESULT_FIELDS = ("hold_id", "expires_at", "released")
 
 
 class IdempotencyState(StrEnum):
@@ -246,6 +315,27 @@ DEFAULT_PRICES: dict[str, Decimal] = {
 }
 
 
+class Hold(CamelModel):
+    """A hold as customers and the ExpirerFunction see it: the HOLD item, written from the
+    account's stream (`ledger.materializer`). The account item's `holds` map decides."""
+
+    account_id: AccountId
+    hold_id: str
+    status: HoldStatus
+    amount: Credits  # held
+    created_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    action: str | None = None
+    endpoint: str | None = None
+    opened_by: str | None = None  # the hold entry's transaction id
+    captured: Credits | None = None
+    released: Credits | None = None
+    closed_at: AwareDatetime | None = None
+    closed_by: str | None = None  # the capture or release entry's transaction id
+
+
 class ApiKeyMapping(CamelModel):
     api_key_id: str
     account_id: AccountId
@@ -265,18 +355,22 @@ __all__ = [
     "Described",
     "Endpoint",
     "EntryType",
+    "Hold",
+    "HoldStatus",
     "IdempotencyKey",
     "IdempotencyRecord",
     "IdempotencyState",
     "LastOp",
     "LedgerEntry",
     "Metadata",
+    "OpenHold",
     "Operation",
     "OperationResult",
     "PositiveAmount",
     "PriceList",
     "Quantity",
     "Reference",
+    "ReleaseReason",
     "ShortText",
     "SubscriptionStatus",
     "UsageIncrement",

@@ -23,6 +23,8 @@ TRANSACTION_PREFIX = "txn_"
 _TRANSACTION_ID = re.compile(r"^txn_([1-9][0-9]{0,11})_([0-9a-f]{12})$")
 ONE_MICROSECOND = timedelta(microseconds=1)
 DEFAULT_TYPE = "debit"  # byType key for debits that name no action
+# Entries that are billable calls in daily usage: a held call counts once it is captured.
+BILLABLE = frozenset({EntryType.DEBIT, EntryType.CAPTURE})
 
 
 def transaction_id(sequence: int, op_id: str) -> str:
@@ -66,18 +68,34 @@ def ledger_entry(
 
 
 def result_of(op_id: str, operation: Operation, after: Account) -> OperationResult:
-    """What the caller gets back, exact from the update's `ALL_NEW` image."""
+    """What the caller gets back, exact from the update's `ALL_NEW` image. For a hold step
+    `amount` is what the step is about: held (reserve), taken (capture) or given back
+    (release); `released` is what returned to `available`."""
+    amount = abs(operation.amount)
+    hold: dict[str, object] = {}
+    if operation.hold_id is not None and operation.held is not None:
+        hold["hold_id"] = operation.hold_id
+        if operation.type is EntryType.HOLD:
+            amount = operation.held
+            hold["expires_at"] = operation.expires_at
+        else:  # capture or release: what was held, less what a capture took
+            released = normalize(-operation.held + operation.amount)
+            hold["released"] = released
+            if operation.type is EntryType.RELEASE:
+                amount = released
     return OperationResult(
         transaction_id=transaction_id(after.version, op_id),
-        amount=normalize(abs(operation.amount)),
+        amount=normalize(amount),
         balance_after=normalize(after.balance),
         available=normalize(after.available),
+        **hold,
     )
 
 
 def usage_of(entry: LedgerEntry, operation: Operation) -> UsageIncrement | None:
-    """What an entry adds to daily usage: debits count as calls, refunds are netted back
-    on the day of the call they refund; credits are not usage."""
+    """What an entry adds to daily usage: debits and captures count as calls, refunds are
+    netted back on the day of the call they refund; credits, holds and releases are not
+    usage."""
     by_type = operation.action or DEFAULT_TYPE
     endpoint = operation.endpoint
     if operation.refund_of is not None:
@@ -89,7 +107,7 @@ def usage_of(entry: LedgerEntry, operation: Operation) -> UsageIncrement | None:
             by_type={by_type: -credited},
             by_endpoint_credits={endpoint: -credited} if endpoint else {},
         )
-    if entry.type is not EntryType.DEBIT:
+    if entry.type not in BILLABLE:
         return None
     charged = normalize(-operation.amount)
     return UsageIncrement(

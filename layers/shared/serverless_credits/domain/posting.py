@@ -5,20 +5,75 @@ conditional update of the account item, and its refusal image back into a domain
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from serverless_credits.domain.errors import (
     AccountNotFound,
     AccountSuspended,
     CreditsError,
+    HoldNotOpen,
     InsufficientCredits,
+    TooManyOpenHolds,
 )
-from serverless_credits.domain.models import Account, AccountStatus, EntryType, Operation
+from serverless_credits.domain.holds import MAX_OPEN_HOLDS, epoch
+from serverless_credits.domain.models import (
+    Account,
+    AccountStatus,
+    EntryType,
+    HoldStatus,
+    OpenHold,
+    Operation,
+    ReleaseReason,
+)
 from serverless_credits.domain.money import normalize
 
-# Lifetime figures: `used` is what was consumed (debits net of refunds, and downward
-# corrections), `total` what was credited, so that `total - used == balance` always.
-_CONSUMING = frozenset({EntryType.DEBIT, EntryType.REFUND, EntryType.VOID})
+# Lifetime figures: `used` is what was consumed (debits and captures net of refunds, and
+# downward corrections), `total` what was credited, so that `total - used == balance`.
+_CONSUMING = frozenset({EntryType.DEBIT, EntryType.CAPTURE, EntryType.REFUND, EntryType.VOID})
+# Billable calls: counted in `lifetimeRequests`; a hold counts when it is captured.
+_CALLS = frozenset({EntryType.DEBIT, EntryType.CAPTURE})
+# What a suspended or closed account may not do. Capturing or releasing a hold stays
+# possible: the credits were set aside while the account was active.
+_NEEDS_ACTIVE = frozenset({EntryType.DEBIT, EntryType.HOLD})
+
+
+@dataclass(frozen=True)
+class HoldFence:
+    """The condition a hold step puts on the account item's `holds.<holdId>` entry.
+
+    A reserve `opens` it (absent before, fewer than `max_open` holds); a capture, release
+    or expiry closes it (present, holding exactly `held`). A capture also needs it unexpired
+    at `live_at`, an expiry needs it expired at `expired_at` (epoch seconds): a capture
+    racing an expiry, exactly one of them lands."""
+
+    hold_id: str
+    opens: OpenHold | None = None
+    held: Decimal | None = None
+    live_at: int | None = None
+    expired_at: int | None = None
+    max_open: int = MAX_OPEN_HOLDS
+
+    def refusal(self, account: Account) -> CreditsError | None:
+        """Why `account` (an image that refused the update) refuses this step, if it does."""
+        holds = account.holds or {}
+        current = holds.get(self.hold_id)
+        if self.opens is not None:
+            if current is not None:  # pragma: no cover - hold ids are random
+                return HoldNotOpen(self.hold_id, HoldStatus.OPEN.value)
+            if len(holds) >= self.max_open:
+                return TooManyOpenHolds(account.account_id, self.max_open)
+            return None
+        return self._closing_refusal(current)
+
+    def _closing_refusal(self, current: OpenHold | None) -> CreditsError | None:
+        if current is None or current.amount != self.held:
+            return HoldNotOpen(self.hold_id, "closed")
+        if self.live_at is not None and current.expires_at <= self.live_at:
+            return HoldNotOpen(self.hold_id, HoldStatus.EXPIRED.value)
+        if self.expired_at is not None and current.expires_at > self.expired_at:
+            return HoldNotOpen(self.hold_id, HoldStatus.OPEN.value)
+        return None
 
 
 @dataclass(frozen=True)
@@ -35,6 +90,8 @@ class Posting:
     # assumed (None: no funds check). `available + overdraft >= amount` is not expressible
     # in a condition, so the floor is computed here and the overdraft pinned beside it.
     funds_needed: Decimal | None
+    reserved: Decimal = Decimal(0)
+    hold: HoldFence | None = None
 
     def floor(self, overdraft_limit: Decimal) -> Decimal | None:
         if self.funds_needed is None:
@@ -42,24 +99,59 @@ class Posting:
         return normalize(self.funds_needed - overdraft_limit)
 
 
-def posting_for(operation: Operation) -> Posting:
+def posting_for(operation: Operation, now: datetime) -> Posting:
+    """The posting of `operation` applied at `now` (the time hold fences are judged at)."""
     amount = operation.amount
+    held = operation.held or Decimal(0)
     consuming = operation.type in _CONSUMING or amount < 0
-    debit = operation.type is EntryType.DEBIT
     return Posting(
         balance=amount,
-        available=amount,
+        # What is reserved is not available: a hold takes from `available` at once, its
+        # capture or release gives back what it held, less what the capture took.
+        available=amount - held,
         used=-amount if consuming else Decimal(0),
         total=Decimal(0) if consuming else amount,
-        requests=1 if debit else 0,
-        require_active=debit,
-        # Debits and downward adjustments may not dig past the overdraft limit.
-        funds_needed=-amount if amount < 0 else None,
+        requests=1 if operation.type in _CALLS else 0,
+        require_active=operation.type in _NEEDS_ACTIVE,
+        # Debits, holds and downward adjustments may not dig past the overdraft limit; a
+        # capture only takes what its hold already set aside.
+        funds_needed=_funds_needed(operation.type, amount, held),
+        reserved=held,
+        hold=_fence(operation, now),
     )
+
+
+def _funds_needed(entry_type: EntryType, amount: Decimal, held: Decimal) -> Decimal | None:
+    if entry_type is EntryType.HOLD:
+        return held
+    if amount < 0 and entry_type is not EntryType.CAPTURE:
+        return -amount
+    return None
+
+
+def _fence(operation: Operation, now: datetime) -> HoldFence | None:
+    hold_id = operation.hold_id
+    if hold_id is None or operation.held is None:
+        return None
+    if operation.type is EntryType.HOLD:
+        if operation.expires_at is None:
+            raise ValueError("a hold needs its expiry")
+        opened = OpenHold(a=operation.held, x=epoch(operation.expires_at), c=epoch(now))
+        return HoldFence(hold_id, opens=opened)
+    held = -operation.held
+    if operation.type is EntryType.CAPTURE:
+        return HoldFence(hold_id, held=held, live_at=epoch(now))
+    if operation.reason is ReleaseReason.EXPIRED:
+        return HoldFence(hold_id, held=held, expired_at=epoch(now))
+    return HoldFence(hold_id, held=held)
 
 
 def check_allowed(account: Account, posting: Posting) -> None:
     """Raise the refusal an account's state gives `posting`, if any."""
+    if posting.hold is not None:
+        error = posting.hold.refusal(account)
+        if error is not None:
+            raise error
     if posting.require_active and account.status is not AccountStatus.ACTIVE:
         raise AccountSuspended(account.account_id, account.status.value)
     if posting.funds_needed is not None and (

@@ -286,6 +286,7 @@ class Ledger:
             email=command.email,
             subscription_status=command.subscription_status,
             subscription_id=command.subscription_id,
+            holds={},
             created_at=now,
             updated_at=now,
         )

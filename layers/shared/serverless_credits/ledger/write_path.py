@@ -43,6 +43,7 @@ from serverless_credits.domain.models import (
     LastOp,
     Operation,
     OperationResult,
+    ReleaseReason,
 )
 from serverless_credits.domain.operations import result_of
 from serverless_credits.domain.outcomes import ChangeRefused, KeyTaken, OutcomeUnknown
@@ -143,22 +144,24 @@ class WritePath:
 
     def _apply(self, record: IdempotencyRecord) -> OperationResult:
         account_id, operation = record.account_id, record.operation
-        posting = posting_for(operation)
         last_op = LastOp(
             id=record.op_id,
             key=record.idempotency_key,
             type=operation.type,
             amount=operation.amount,
             at=record.created_at,
+            reason=operation.reason if operation.reason is ReleaseReason.EXPIRED else None,
         )
         overdraft = self._overdraft(account_id)
         for _ in range(MAX_PLANS):
-            if self._clock() >= record.lease_expires_at - LEASE_MARGIN:
+            now = self._clock()
+            if now >= record.lease_expires_at - LEASE_MARGIN:
                 # Too late to land safely: recovery will find it never did.
                 raise ServiceBusy("the idempotency lease ran out before the update")
+            posting = posting_for(operation, now)
             try:
                 after = self._accounts.apply(
-                    account_id, posting, last_op, assumed_overdraft=overdraft, now=self._clock()
+                    account_id, posting, last_op, assumed_overdraft=overdraft, now=now
                 )
             except ChangeRefused as refused:
                 error = refusal(account_id, refused.current, posting)

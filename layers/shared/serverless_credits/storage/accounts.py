@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -15,7 +16,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound, StorageError
 from serverless_credits.domain.models import Account, AutoReloadPending, LastOp
 from serverless_credits.domain.outcomes import ChangeRefused, OutcomeUnknown
-from serverless_credits.domain.posting import Posting
+from serverless_credits.domain.posting import HoldFence, Posting
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import (
     SERVER_ERROR_CODES,
@@ -38,6 +39,7 @@ _FIGURES = {
     "used": "used",
     "total": "#total",
     "requests": "lifetimeRequests",
+    "reserved": "reserved",
 }
 
 
@@ -72,6 +74,47 @@ class AccountStore:
             return False
         return None
 
+    def _update(self, account_id: str, request: dict[str, Any], *, opens_hold: bool) -> Any:
+        """Send one balance update, its refusal turned into `ChangeRefused` with the image
+        that refused it; botocore may not resend it blindly (`_no_blind_retry`)."""
+        self._applying.active = True
+        try:
+            for first in (True, False):
+                try:
+                    return self._table.client.update_item(**request)
+                except ClientError as exc:
+                    code = error_code(exc)
+                    if code == "ConditionalCheckFailedException":
+                        image = old_image(exc)
+                        if first and opens_hold and image and "holds" not in image:
+                            # An item from before holds: give it its map, then once more.
+                            self._add_holds_map(account_id)
+                            continue
+                        current = Account.model_validate(image) if image else None
+                        raise ChangeRefused(current) from exc
+                    if code in SERVER_ERROR_CODES:
+                        raise OutcomeUnknown(code) from exc  # a 5xx may have applied it
+                    raise storage_failure("apply", exc) from exc  # refused: nothing applied
+                except UNKNOWN_OUTCOME_ERRORS as exc:
+                    raise OutcomeUnknown(type(exc).__name__) from exc
+        finally:
+            self._applying.active = False
+        raise StorageError("the account item has no holds map")  # pragma: no cover
+
+    def _add_holds_map(self, account_id: str) -> None:
+        """`SET holds.#h` needs the map to exist: items written before holds get it here."""
+        try:
+            self._table.client.update_item(
+                TableName=self._table.name,
+                Key=key(keys.account_pk(account_id), keys.ACCOUNT_SK),
+                UpdateExpression="SET holds = :empty",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(holds)",
+                ExpressionAttributeValues={":empty": {"M": {}}},
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise storage_failure("add holds map", exc) from exc
+
     def get(self, account_id: str, *, consistent: bool = False) -> Account | None:
         item = self._table.get(keys.account_pk(account_id), keys.ACCOUNT_SK, consistent=consistent)
         return Account.model_validate(item) if item else None
@@ -90,7 +133,9 @@ class AccountStore:
         return sorted(found)
 
     def create(self, account: Account) -> None:
-        """Put a new account unless the id is taken."""
+        """Put a new account unless the id is taken (with its empty map of open holds)."""
+        if account.holds is None:
+            account = account.model_copy(update={"holds": {}})
         try:
             self._table.client.put_item(
                 TableName=self._table.name,
@@ -192,54 +237,83 @@ class AccountStore:
             "used": posting.used,
             "total": posting.total,
             "requests": Decimal(posting.requests),
+            "reserved": posting.reserved,
         }
-        adds = [f"{_FIGURES[name]} :{name}" for name, delta in deltas.items() if delta]
-        adds.append("version :one")
-        conditions = ["attribute_exists(pk)"]
-        names: dict[str, str] = {}
-        named: dict[str, Any] = {
-            **{name: delta for name, delta in deltas.items() if delta},
-            "one": 1,
-            "op": last_op,
-            "now": now,
-        }
+        update = _Update(
+            adds=[f"{_FIGURES[name]} :{name}" for name, delta in deltas.items() if delta],
+            named={
+                **{name: delta for name, delta in deltas.items() if delta},
+                "one": 1,
+                "op": last_op,
+                "now": now,
+            },
+        )
+        if posting.hold is not None:
+            update.fence(posting.hold)
         if posting.total:
-            names["#total"] = "total"
+            update.names["#total"] = "total"
         if posting.require_active:
-            conditions.append("#status = :active")
-            names["#status"] = "status"
-            named["active"] = "active"
+            update.conditions.append("#status = :active")
+            update.names["#status"] = "status"
+            update.named["active"] = "active"
         floor = posting.floor(assumed_overdraft)
         if floor is not None:
-            conditions.append("available >= :floor AND overdraftLimit = :overdraft")
-            named.update(floor=floor, overdraft=assumed_overdraft)
+            update.conditions.append("available >= :floor AND overdraftLimit = :overdraft")
+            update.named.update(floor=floor, overdraft=assumed_overdraft)
         request: dict[str, Any] = {
             "TableName": self._table.name,
             "Key": key(keys.account_pk(account_id), keys.ACCOUNT_SK),
-            "UpdateExpression": f"ADD {', '.join(adds)} SET lastOp = :op, updatedAt = :now",
-            "ConditionExpression": " AND ".join(conditions),
-            "ExpressionAttributeValues": values(**named),
+            **update.expressions(),
             "ReturnValues": "ALL_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if names:
-            request["ExpressionAttributeNames"] = names
-        self._applying.active = True
-        try:
-            response = self._table.client.update_item(**request)
-        except ClientError as exc:
-            code = error_code(exc)
-            if code == "ConditionalCheckFailedException":
-                image = old_image(exc)
-                raise ChangeRefused(Account.model_validate(image) if image else None) from exc
-            if code in SERVER_ERROR_CODES:
-                raise OutcomeUnknown(code) from exc  # a 5xx may have applied it
-            raise storage_failure("apply", exc) from exc  # refused: nothing was applied
-        except UNKNOWN_OUTCOME_ERRORS as exc:
-            raise OutcomeUnknown(type(exc).__name__) from exc
-        finally:
-            self._applying.active = False
+        opens_hold = posting.hold is not None and posting.hold.opens is not None
+        response = self._update(account_id, request, opens_hold=opens_hold)
         try:
             return Account.model_validate(from_item(response["Attributes"]))
         except KeyError as exc:  # pragma: no cover - DynamoDB always answers ALL_NEW
             raise StorageError("apply returned no item") from exc
+
+
+@dataclass
+class _Update:
+    """The parts of one balance update's expressions, assembled by `apply`."""
+
+    adds: list[str]
+    named: dict[str, Any]
+    sets: list[str] = field(default_factory=lambda: ["lastOp = :op", "updatedAt = :now"])
+    removes: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=lambda: ["attribute_exists(pk)"])
+    names: dict[str, str] = field(default_factory=dict)
+
+    def fence(self, fence: HoldFence) -> None:
+        """Open the hold's entry in the `holds` map, or close it, each conditioned so that a
+        repeated or late step is refused."""
+        self.names["#hold"] = fence.hold_id
+        if fence.opens is not None:
+            self.sets.append("holds.#hold = :hold")
+            self.conditions.append("attribute_not_exists(holds.#hold) AND size(holds) < :maxHolds")
+            self.named.update(hold=fence.opens, maxHolds=fence.max_open)
+            return
+        self.removes.append("holds.#hold")
+        self.conditions.append("holds.#hold.a = :held")
+        self.named["held"] = fence.held
+        if fence.live_at is not None:
+            self.conditions.append("holds.#hold.x > :liveAt")
+            self.named["liveAt"] = fence.live_at
+        if fence.expired_at is not None:
+            self.conditions.append("holds.#hold.x <= :expiredAt")
+            self.named["expiredAt"] = fence.expired_at
+
+    def expressions(self) -> dict[str, Any]:
+        expression = f"ADD {', '.join([*self.adds, 'version :one'])} SET {', '.join(self.sets)}"
+        if self.removes:
+            expression += f" REMOVE {', '.join(self.removes)}"
+        parts: dict[str, Any] = {
+            "UpdateExpression": expression,
+            "ConditionExpression": " AND ".join(self.conditions),
+            "ExpressionAttributeValues": values(**self.named),
+        }
+        if self.names:
+            parts["ExpressionAttributeNames"] = self.names
+        return parts

@@ -17,11 +17,14 @@ HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.AccountNotFound: 404,
     errors.TransactionNotFound: 404,
     errors.ApiKeyNotFound: 404,
+    errors.HoldNotFound: 404,
     errors.InsufficientCredits: 402,
     errors.IdempotencyConflict: 409,
     errors.OperationInProgress: 409,
     errors.AccountAlreadyExists: 409,
     errors.RefundNotAllowed: 409,
+    errors.HoldNotOpen: 409,
+    errors.TooManyOpenHolds: 409,
 }
 SERVICE_BUSY_STATUS = 503
 

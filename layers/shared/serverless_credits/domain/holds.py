@@ -1,0 +1,70 @@
+"""Holds (reservations): credits set aside from `available` for work of unknown cost, then
+captured (all or part) or released; an open hold past its expiry is released by the
+ExpirerFunction.
+
+Every step that moves `reserved` is one conditional update of the account item fenced on
+the hold's entry in its `holds` map (`domain.posting.HoldFence`): a reserve needs the id
+absent, a capture, release or expiry needs it present with the amount held, so a repeated
+or late step fails its condition instead of applying twice (DESIGN-NOTES.md, "Fix 3").
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from serverless_credits.domain.errors import HoldNotFound, HoldNotOpen, ValidationFailed
+from serverless_credits.domain.models import Account, Hold, HoldStatus, OpenHold
+from serverless_credits.domain.money import normalize
+
+HOLD_ID_PREFIX = "hold_"
+HOLD_ID_PATTERN = r"^hold_[0-9a-f]{16}$"
+# Each open hold adds about 40 bytes to the account item, which every change of the
+# account writes: at this cap the item stays near 2 KB (bench/README.md, "Holds").
+MAX_OPEN_HOLDS = 50
+DEFAULT_HOLD_SECONDS = 300
+MAX_HOLD_SECONDS = 7 * 24 * 3600
+
+
+def new_hold_id() -> str:
+    """A fresh hold id: random, so two reserves can never fence on the same entry."""
+    return f"{HOLD_ID_PREFIX}{uuid.uuid4().hex[:16]}"
+
+
+def epoch(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def open_hold(account: Account, hold_id: str, known: Hold | None, now: datetime) -> OpenHold:
+    """The open hold `hold_id` of `account`, as the item records it, for a capture or a
+    release; the refusal otherwise. `known` is the hold's HOLD item, which tells a closed
+    hold (`HOLD_NOT_OPEN`) from one the account never had (`HOLD_NOT_FOUND`)."""
+    held = (account.holds or {}).get(hold_id)
+    if held is None:
+        if known is None:
+            raise HoldNotFound(account.account_id, hold_id)
+        raise HoldNotOpen(hold_id, known.status.value)
+    if held.expires_at <= epoch(now):
+        raise HoldNotOpen(hold_id, HoldStatus.EXPIRED.value)
+    return held
+
+
+def capture_amount(held: OpenHold, hold_id: str, requested: Decimal | None) -> Decimal:
+    """What a capture takes: all of the hold by default, never more than it holds."""
+    if requested is None:
+        return normalize(held.amount)
+    if requested > held.amount:
+        raise ValidationFailed(
+            "Cannot capture more than the hold holds",
+            {"field": "amount", "holdId": hold_id, "held": normalize(held.amount)},
+        )
+    return normalize(requested)
+
+
+def expired_holds(account: Account, now: datetime) -> list[str]:
+    """The ids of `account`'s open holds past their expiry at `now`."""
+    cutoff = epoch(now)
+    return sorted(
+        hold_id for hold_id, held in (account.holds or {}).items() if held.expires_at <= cutoff
+    )
