@@ -97,6 +97,7 @@ class Environment:
             self.materializer_store.entries,
             self.materializer_store.usage,
             self.settings,
+            holds=self.materializer_store.holds,
         )
         self.poller = StreamPoller(
             self.materializer_store.client,

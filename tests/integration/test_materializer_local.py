@@ -255,6 +255,8 @@ def later_reconciler(store: CreditsStore, settle: timedelta) -> Reconciler:
         records=store.idempotency,
         entries=store.entries,
         usage=store.usage,
+        holds=store.holds,
+        expire_hold=wiring.ledger().holds.expire,
         settings=get_settings(),
         clock=lambda: utc_now() + settle + timedelta(seconds=1),
     )

@@ -152,7 +152,7 @@ def test_an_unknown_action_is_a_validation_error(ledger: Ledger) -> None:
 
 
 def test_an_unknown_operation_is_a_validation_error(ledger: Ledger) -> None:
-    error = error_of(debit_api.handle(request(operation="capture"), ledger))
+    error = error_of(debit_api.handle(request(operation="teleport"), ledger))
 
     assert (error["code"], error["details"]) == ("VALIDATION_ERROR", {"field": "operation"})
 

@@ -255,6 +255,8 @@ def reconciler_at(store: CreditsStore, clock: Clock) -> Reconciler:
         records=store.idempotency,
         entries=store.entries,
         usage=store.usage,
+        holds=store.holds,
+        expire_hold=wiring.ledger().holds.expire,
         settings=get_settings(),
         clock=clock,
     )

@@ -54,6 +54,7 @@ def build_ledger(
         entries=credits.entries,
         usage=credits.usage,
         refunds=credits.refunds,
+        holds=credits.holds,
         prices=catalog or PriceCatalog(credits.catalog, (settings or get_settings()).cache_seconds),
         settings=settings or get_settings(),
         clock=clock,
@@ -78,7 +79,9 @@ def materializer() -> Materializer:
     from serverless_credits.ledger.materializer import Materializer  # noqa: PLC0415 - see above
 
     credits = store()
-    return Materializer(credits.idempotency, credits.entries, credits.usage, get_settings())
+    return Materializer(
+        credits.idempotency, credits.entries, credits.usage, get_settings(), holds=credits.holds
+    )
 
 
 @functools.cache
@@ -91,6 +94,8 @@ def reconciler() -> Reconciler:
         records=credits.idempotency,
         entries=credits.entries,
         usage=credits.usage,
+        holds=credits.holds,
+        expire_hold=ledger().holds.expire,
         settings=get_settings(),
     )
 

@@ -7,6 +7,11 @@ from typing import Annotated, Self
 
 from pydantic import Field, StringConstraints, model_validator
 
+from serverless_credits.domain.holds import (
+    DEFAULT_HOLD_SECONDS,
+    HOLD_ID_PATTERN,
+    MAX_HOLD_SECONDS,
+)
 from serverless_credits.domain.models import (
     AccountId,
     ActionName,
@@ -54,6 +59,35 @@ class DebitCommand(StrictCommand):
         if self.quantity is not None and self.action is None:
             raise ValueError("'quantity' goes with 'action'")
         return self
+
+
+HoldId = Annotated[str, StringConstraints(pattern=HOLD_ID_PATTERN)]
+
+
+class ReserveCommand(DebitCommand):
+    """Set credits aside for work of unknown cost (`domain.holds`): by `amount` or by
+    `action` x `quantity`, for `expiresIn` seconds (at most seven days)."""
+
+    expires_in: Annotated[int, Field(ge=1, le=MAX_HOLD_SECONDS)] = DEFAULT_HOLD_SECONDS
+
+
+class CaptureCommand(StrictCommand):
+    """Take all of a hold (no `amount`) or part of it; the rest returns to `available`."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    hold_id: HoldId
+    amount: PositiveAmount | None = None
+    description: ShortText = ""
+
+
+class ReleaseCommand(StrictCommand):
+    """Give a hold up: all it held returns to `available`."""
+
+    account_id: AccountId
+    idempotency_key: IdempotencyKey
+    hold_id: HoldId
+    description: ShortText = ""
 
 
 class CreditCommand(StrictCommand):
@@ -133,9 +167,12 @@ __all__ = [
     "ActionName",
     "Actor",
     "AdjustmentCommand",
+    "CaptureCommand",
     "CreateAccountCommand",
     "CreditCommand",
     "DebitCommand",
     "RefundCommand",
+    "ReleaseCommand",
+    "ReserveCommand",
     "VoidCommand",
 ]

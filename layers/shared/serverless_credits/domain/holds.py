@@ -11,10 +11,15 @@ or late step fails its condition instead of applying twice (DESIGN-NOTES.md, "Fi
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from serverless_credits.domain.errors import HoldNotFound, HoldNotOpen, ValidationFailed
+from serverless_credits.domain.errors import (
+    CreditsError,
+    HoldNotFound,
+    HoldNotOpen,
+    ValidationFailed,
+)
 from serverless_credits.domain.models import Account, Hold, HoldStatus, OpenHold
 from serverless_credits.domain.money import normalize
 
@@ -36,18 +41,30 @@ def epoch(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def open_hold(account: Account, hold_id: str, known: Hold | None, now: datetime) -> OpenHold:
-    """The open hold `hold_id` of `account`, as the item records it, for a capture or a
-    release; the refusal otherwise. `known` is the hold's HOLD item, which tells a closed
-    hold (`HOLD_NOT_OPEN`) from one the account never had (`HOLD_NOT_FOUND`)."""
+def open_hold(account: Account, hold_id: str, now: datetime, *, capture: bool) -> OpenHold | None:
+    """The open hold `hold_id` as the account item records it, or None when the item has
+    no such hold (closed, or never this account's: `not_open` tells which). A capture also
+    needs it unexpired; a release of an expired hold the ExpirerFunction has not reached
+    yet gives it back all the same."""
     held = (account.holds or {}).get(hold_id)
-    if held is None:
-        if known is None:
-            raise HoldNotFound(account.account_id, hold_id)
-        raise HoldNotOpen(hold_id, known.status.value)
-    if held.expires_at <= epoch(now):
+    if held is not None and capture and held.expires_at <= epoch(now):
         raise HoldNotOpen(hold_id, HoldStatus.EXPIRED.value)
     return held
+
+
+def not_open(account_id: str, hold_id: str, known: Hold | None) -> CreditsError:
+    """Why a hold the account item does not have cannot be captured or released: its HOLD
+    item (`known`) says how it closed; without one, the account never had it."""
+    if known is None:
+        return HoldNotFound(account_id, hold_id)
+    status = known.status if known.status is not HoldStatus.OPEN else "closed"
+    return HoldNotOpen(hold_id, str(status))
+
+
+def hold_expiry(now: datetime, seconds: int) -> datetime:
+    """When a hold made at `now` for `seconds` expires, to the second (the fence compares
+    whole epoch seconds)."""
+    return now.replace(microsecond=0) + timedelta(seconds=seconds)
 
 
 def capture_amount(held: OpenHold, hold_id: str, requested: Decimal | None) -> Decimal:

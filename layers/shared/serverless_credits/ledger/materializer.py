@@ -3,9 +3,10 @@
 Each account version (one per balance change) becomes exactly one immutable ledger entry,
 built from the operation in its idempotency record and the version's image. Per account and
 batch: one read of the ledger head, one BatchGetItem of records, one conditional put per
-entry, one update per record (completed, TTL from now on), one usage update per day and one
-head update. A redelivered version changes nothing: it is at or below the head, its entry
-put is conditional, its usage is counted once per day item (`lastVersion`).
+entry, one update per record (completed, TTL from now on), one update of the HOLD item per
+hold step, one usage update per day and one head update. A redelivered version changes
+nothing: it is at or below the head, its entry put is conditional, its usage is counted
+once per day item (`lastVersion`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from serverless_credits.config import Settings
 from serverless_credits.domain.models import Account, IdempotencyRecord, LedgerEntry, utc_now
 from serverless_credits.domain.operations import entry_time, ledger_entry, result_of, usage_of
 from serverless_credits.domain.outcomes import Counted, EntryWrite, LedgerHead
-from serverless_credits.ledger.ports import IdempotencyRecords, LedgerEntries, Usage
+from serverless_credits.ledger.ports import HoldItems, IdempotencyRecords, LedgerEntries, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,13 @@ class Materializer:
         usage: Usage,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        holds: HoldItems,
     ) -> None:
         self._records = records
         self._entries = entries
         self._usage = usage
+        self._holds = holds
         self._retention = timedelta(hours=settings.idempotency_retention_hours)
         self._clock = clock
         self._pool: ThreadPoolExecutor | None = None
@@ -148,6 +152,7 @@ class Materializer:
         """Write one version's entry, then (only then) let its record expire; True when
         the reconciler had filled the entry first."""
         filled = self._entries.put(plan.entry) is EntryWrite.FILLED
+        self._holds.record(plan.entry)  # a hold step's HOLD item (no-op for other entries)
         record, after = plan.record, plan.after
         self._records.finalize(
             after.account_id,

@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from serverless_credits.config import Settings
 from serverless_credits.domain.commands import (
@@ -25,12 +24,9 @@ from serverless_credits.domain.commands import (
 from serverless_credits.domain.errors import (
     AccountNotFound,
     AccountSuspended,
-    CreditsError,
     InsufficientCredits,
     OperationInProgress,
     RefundNotAllowed,
-    ServiceBusy,
-    StorageError,
     TransactionNotFound,
     VoidNotAllowed,
 )
@@ -43,14 +39,16 @@ from serverless_credits.domain.models import (
     LedgerEntry,
     Operation,
     OperationResult,
-    UsageIncrement,
     utc_now,
 )
 from serverless_credits.domain.money import normalize
-from serverless_credits.domain.operations import DEFAULT_TYPE, sequence_of
+from serverless_credits.domain.operations import sequence_of
 from serverless_credits.domain.outcomes import RefundLimitReached
+from serverless_credits.ledger.declined import count_declined
+from serverless_credits.ledger.holds import HoldOperations
 from serverless_credits.ledger.ports import (
     Accounts,
+    HoldItems,
     IdempotencyRecords,
     LedgerEntries,
     RefundGuards,
@@ -90,6 +88,7 @@ class Ledger:
         entries: LedgerEntries,
         usage: Usage,
         refunds: RefundGuards,
+        holds: HoldItems,
         prices: PriceCatalog,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
@@ -104,15 +103,22 @@ class Ledger:
         self._clock = clock
         self._sleep = sleep
         self.write_path = WritePath(accounts, records, entries, settings, clock=clock, sleep=sleep)
+        # Reserve, capture, release, expire (`ledger.holds`): the same write path.
+        self.holds = HoldOperations(
+            accounts=accounts,
+            records=records,
+            holds=holds,
+            usage=usage,
+            prices=prices,
+            entries=entries,
+            write_path=self.write_path,
+            clock=clock,
+            sleep=sleep,
+        )
 
     # ------------------------------------------------------------ operations
     def debit(self, command: DebitCommand) -> OperationResult:
-        if command.action is not None:
-            quantity = command.quantity or Decimal(1)
-            amount = self._prices.credits_for(command.action, quantity)
-        else:
-            assert command.amount is not None  # noqa: S101 - guaranteed by the model
-            quantity, amount = None, command.amount
+        quantity, amount = self._prices.charge(command)
         operation = Operation(
             type=EntryType.DEBIT,
             amount=-amount,
@@ -127,7 +133,7 @@ class Ledger:
                 command.account_id, command.idempotency_key, "debit", command, operation
             )
         except (InsufficientCredits, AccountSuspended):
-            self._count_declined(command)
+            count_declined(self._usage, command, self._clock().date())
             raise
 
     def top_up(self, command: CreditCommand) -> OperationResult:
@@ -357,21 +363,3 @@ class Ledger:
         if original.type is not EntryType.DEBIT:
             raise RefundNotAllowed("Only debits can be refunded", {"transactionId": transaction_id})
         return original
-
-    def _count_declined(self, command: DebitCommand) -> None:
-        """Count a declined call in the day's usage. Best effort: a failure to count must not
-        turn a clean refusal into an error."""
-        endpoint = command.endpoint
-        try:
-            self._usage.add(
-                command.account_id,
-                UsageIncrement(
-                    day=self._clock().date(),
-                    calls=1,
-                    failed=1,
-                    by_type={command.action or DEFAULT_TYPE: Decimal(0)},
-                    by_endpoint={endpoint: 1} if endpoint else {},
-                ),
-            )
-        except (ServiceBusy, StorageError, CreditsError):
-            logger.warning("declined call not counted in usage", exc_info=True)

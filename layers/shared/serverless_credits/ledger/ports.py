@@ -11,6 +11,7 @@ from serverless_credits.domain.events import BalanceEvent, FailedEvent, ReplayMe
 from serverless_credits.domain.models import (
     Account,
     AutoReloadPending,
+    Hold,
     IdempotencyRecord,
     LastOp,
     LedgerEntry,
@@ -97,6 +98,17 @@ class RefundGuards(Protocol):
         amount: Decimal,
         idempotency_key: str,
     ) -> None: ...
+
+
+class HoldItems(Protocol):
+    """The HOLD items: descriptions and fates of holds, and the index of open ones by
+    expiry (written from the stream; the account item's `holds` map decides)."""
+
+    def get(self, account_id: str, hold_id: str) -> Hold | None: ...
+    def get_many(self, account_id: str, hold_ids: Iterable[str]) -> dict[str, Hold]: ...
+    def record(self, entry: LedgerEntry) -> None: ...
+    def due(self, now: datetime, limit: int) -> list[tuple[str, str]]: ...
+    def unlist(self, account_id: str, hold_id: str) -> None: ...
 
 
 class PriceLists(Protocol):

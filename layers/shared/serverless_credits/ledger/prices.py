@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 
+from serverless_credits.domain.commands import DebitCommand
 from serverless_credits.domain.errors import UnknownAction, ValidationFailed
 from serverless_credits.domain.models import DEFAULT_PRICES, PriceList
 from serverless_credits.domain.money import MAX_AMOUNT, quantize
@@ -40,6 +41,15 @@ class PriceCatalog:
         if not 0 < amount <= MAX_AMOUNT:
             raise ValidationFailed("action x quantity is out of range", {"field": "quantity"})
         return amount
+
+    def charge(self, command: DebitCommand) -> tuple[Decimal | None, Decimal]:
+        """The quantity (None for a plain amount) and the credits a debit or reserve takes."""
+        if command.action is not None:
+            quantity = command.quantity or Decimal(1)
+            return quantity, self.credits_for(command.action, quantity)
+        if command.amount is None:  # pragma: no cover - the command's validator forbids it
+            raise ValidationFailed("give exactly one of 'amount' or 'action'")
+        return None, command.amount
 
     def publish(self, prices: PriceList) -> None:
         self._store.put_price_list(prices)

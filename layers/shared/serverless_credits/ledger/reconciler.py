@@ -17,11 +17,18 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from serverless_credits.config import Settings
-from serverless_credits.domain.errors import AccountNotFound
+from serverless_credits.domain.errors import AccountNotFound, CreditsError, ServiceBusy
+from serverless_credits.domain.holds import expired_holds
 from serverless_credits.domain.models import Account, IdempotencyRecord, utc_now
 from serverless_credits.domain.operations import entry_time, ledger_entry, usage_of
 from serverless_credits.domain.outcomes import EntryWrite, LedgerHead
-from serverless_credits.ledger.ports import Accounts, IdempotencyRecords, LedgerEntries, Usage
+from serverless_credits.ledger.ports import (
+    Accounts,
+    HoldItems,
+    IdempotencyRecords,
+    LedgerEntries,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class AccountReport:
     in_flight: list[int] = field(default_factory=list)
     chain_breaks: list[int] = field(default_factory=list)
     ledger_sum: Decimal = Decimal(0)
+    expired_holds: list[str] = field(default_factory=list)  # overdue holds it expired
 
     @property
     def consistent(self) -> bool:
@@ -71,6 +79,7 @@ class AccountReport:
             "unresolved": self.unresolved,
             "inFlight": self.in_flight,
             "chainBreaks": self.chain_breaks,
+            "expiredHolds": self.expired_holds,
             "consistent": self.consistent,
         }
 
@@ -83,6 +92,8 @@ class Reconciler:
         records: SearchableRecords,
         entries: AuditableEntries,
         usage: Usage,
+        holds: HoldItems,
+        expire_hold: Callable[[str, str], object],
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -90,6 +101,8 @@ class Reconciler:
         self._records = records
         self._entries = entries
         self._usage = usage
+        self._holds = holds
+        self._expire_hold = expire_hold
         self._retention = timedelta(hours=settings.idempotency_retention_hours)
         self._settle = timedelta(seconds=settings.reconcile_settle_seconds)
         self._clock = clock
@@ -113,6 +126,7 @@ class Reconciler:
         if missing:
             self._fill(account, missing, report)
         self._prove(account, report)
+        self._expire_overdue(account, report)
         if not report.consistent:
             logger.error("ledger inconsistent", extra=report.as_dict())
         return report
@@ -141,7 +155,9 @@ class Reconciler:
                 after=after,
                 created_at=entry_time(record.created_at, previous.created_at if previous else None),
             )
-            if self._entries.put(entry, filled=True) is EntryWrite.WRITTEN:
+            written = self._entries.put(entry, filled=True)
+            self._holds.record(entry)  # the HOLD item the lost stream record never wrote
+            if written is EntryWrite.WRITTEN:
                 # Marked as filled: a late delivery of this version will not count it again.
                 usage = usage_of(entry, record.operation)
                 if usage is not None:
@@ -162,6 +178,17 @@ class Reconciler:
                 self._entries.advance_head(
                     account.account_id, LedgerHead(account.version, last.created_at)
                 )
+
+    def _expire_overdue(self, account: Account, report: AccountReport) -> None:
+        """Expire the holds still open on the account item past their expiry: the sweep
+        finds holds through their HOLD items, which a lost stream record never wrote."""
+        for hold_id in expired_holds(account, self._clock()):
+            try:
+                self._expire_hold(account.account_id, hold_id)
+            except (CreditsError, ServiceBusy):
+                logger.warning("overdue hold not expired", extra={"holdId": hold_id})
+                continue
+            report.expired_holds.append(hold_id)
 
     def _prove(self, account: Account, report: AccountReport) -> None:
         rows = self._entries.sequences(account.account_id)

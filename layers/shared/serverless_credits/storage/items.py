@@ -75,9 +75,7 @@ def to_item(model: BaseModel, **key: str) -> dict[str, Any]:
 def from_item(item: Mapping[str, Any]) -> dict[str, Any]:
     # An empty map arrives as `{}` instead of `{"M": {}}` in DynamoDB Local's stream
     # records (an account's `holds` with no hold open): read it as the empty map it is.
-    return {
-        name: _deserializer.deserialize(value) if value else {} for name, value in item.items()
-    }
+    return {name: _deserializer.deserialize(value) if value else {} for name, value in item.items()}
 
 
 def values(**named: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@ exactly one item on the account's partition (see DESIGN-NOTES.md)."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date
 
 ACCOUNT_PREFIX = "ACCOUNT#"
@@ -62,3 +63,25 @@ def account_keys_pk(account_id: str) -> str:
 
 def refunds_pk(account_id: str, transaction_id: str) -> str:
     return f"REFUNDS#{account_id}#{transaction_id}"
+
+
+def holds_pk(account_id: str) -> str:
+    """An account's HOLD items (sk: the hold id), written from the stream: descriptions
+    and closed holds. The account item's `holds` map is what decides."""
+    return f"HOLDS#{account_id}"
+
+
+# The sparse index of open holds by expiry (`ExpiryIndex` in template.yaml): a HOLD item is
+# in it from its reserve until it closes. Spread over a few partitions so that no single
+# one takes every hold's write; the ExpirerFunction queries each.
+EXPIRY_INDEX = "ExpiryIndex"
+EXPIRY_SHARDS = 8
+
+
+def expiry_shard(account_id: str, hold_id: str) -> str:
+    digest = hashlib.sha256(f"{account_id}/{hold_id}".encode()).digest()
+    return f"HOLD#{digest[0] % EXPIRY_SHARDS}"
+
+
+def expiry_shards() -> list[str]:
+    return [f"HOLD#{n}" for n in range(EXPIRY_SHARDS)]

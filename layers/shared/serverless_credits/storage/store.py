@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from serverless_credits.storage.accounts import AccountStore
 from serverless_credits.storage.catalog import CatalogStore
+from serverless_credits.storage.holds import HoldStore
 from serverless_credits.storage.idempotency import IdempotencyStore
 from serverless_credits.storage.items import Table, connect
 from serverless_credits.storage.ledger_entries import LedgerEntryStore
@@ -27,6 +28,7 @@ class CreditsStore:
         self.entries = LedgerEntryStore(table)
         self.usage = UsageStore(table)
         self.refunds = RefundGuardStore(table)
+        self.holds = HoldStore(table)
         self.catalog = CatalogStore(table)
 
     @classmethod
