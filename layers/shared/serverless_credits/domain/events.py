@@ -14,6 +14,10 @@ threshold, and one event. What is decided here:
   timed out), for `autoReloadAmount`. Never while a request is pending: the account records
   the pending request (`autoReloadPending`); whether a request wins is decided by the
   publisher's conditional mark, not here (images can lag behind the mark).
+- `Hold Expired`: the version removes a hold from the account's `holds` map and its
+  `lastOp.reason` is `expired` (the ExpirerFunction's release of an overdue hold; only an
+  expiry sets a reason on `lastOp`). The hold's amount and expiry come from the old image's
+  entry, so no read is needed; a capture or an ordinary release emits nothing.
 - `Account Status Changed`: `status` or `flagged` differ between the images.
 
 Balance events come only from a new version (a balance change); a settings change has no
@@ -35,7 +39,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, SerializeAsAny
 
-from serverless_credits.domain.models import Account, AccountStatus, CamelModel
+from serverless_credits.domain.models import Account, AccountStatus, CamelModel, ReleaseReason
 from serverless_credits.domain.money import Credits
 
 SOURCE = "serverless-credits"
@@ -50,6 +54,7 @@ class EventKind(StrEnum):
     BALANCE_DEPLETED = "balance-depleted"
     AUTO_RELOAD_REQUESTED = "auto-reload-requested"
     ACCOUNT_STATUS_CHANGED = "account-status-changed"
+    HOLD_EXPIRED = "hold-expired"
 
 
 DETAIL_TYPES: dict[EventKind, str] = {
@@ -57,6 +62,7 @@ DETAIL_TYPES: dict[EventKind, str] = {
     EventKind.BALANCE_DEPLETED: "Balance Depleted",
     EventKind.AUTO_RELOAD_REQUESTED: "Auto Reload Requested",
     EventKind.ACCOUNT_STATUS_CHANGED: "Account Status Changed",
+    EventKind.HOLD_EXPIRED: "Hold Expired",
 }
 
 
@@ -103,11 +109,20 @@ class AccountStatusChangedDetail(EventDetail):
     changed_by: str | None = None
 
 
+class HoldExpiredDetail(EventDetail):
+    kind: Literal[EventKind.HOLD_EXPIRED] = EventKind.HOLD_EXPIRED
+    hold_id: str
+    amount: Credits  # what the hold held: back in `available` with this version
+    expires_at: AwareDatetime  # the hold's expiry (the old image's `holds.<holdId>.x`)
+    reserved: Credits  # the account's `reserved` after the expiry
+
+
 DETAIL_MODELS: dict[EventKind, type[EventDetail]] = {
     EventKind.BALANCE_LOW: BalanceLowDetail,
     EventKind.BALANCE_DEPLETED: BalanceDepletedDetail,
     EventKind.AUTO_RELOAD_REQUESTED: AutoReloadRequestedDetail,
     EventKind.ACCOUNT_STATUS_CHANGED: AccountStatusChangedDetail,
+    EventKind.HOLD_EXPIRED: HoldExpiredDetail,
 }
 
 
@@ -215,7 +230,8 @@ def derive(
     auto_reload_timeout: timedelta = AUTO_RELOAD_TIMEOUT,
 ) -> list[BalanceEvent]:
     """The events one account change causes, in a stable order (low, depleted, reload,
-    status). An account's creation (no old image) and removal (no new image) cause none."""
+    hold expired, status). An account's creation (no old image) and removal (no new image)
+    cause none."""
     if old is None or new is None:
         return []
     events: list[BalanceEvent] = []
@@ -263,6 +279,9 @@ def _balance_events(old: Account, new: Account, timeout: timedelta) -> list[Bala
     reload = auto_reload_wanted(old, new, timeout)
     if reload is not None:
         events.append(reload)
+    expired = hold_expired(old, new)
+    if expired is not None:
+        events.append(expired)
     return events
 
 
@@ -285,6 +304,31 @@ def auto_reload_wanted(old: Account, new: Account, timeout: timedelta) -> Balanc
     common = _common(new, EventKind.AUTO_RELOAD_REQUESTED, new.version)
     detail = AutoReloadRequestedDetail.model_validate(
         {**common, "request_id": common["event_id"], "threshold": threshold, "amount": amount}
+    )
+    return BalanceEvent(detail=detail)
+
+
+def hold_expired(old: Account, new: Account) -> BalanceEvent | None:
+    """A `Hold Expired` event if this version is the expiry of a hold: `lastOp.reason` is
+    `expired` and a hold left the `holds` map. One step closes one hold, so the version
+    removes exactly one entry; its amount and expiry are the old image's."""
+    op = new.last_op
+    if op is None or op.reason is not ReleaseReason.EXPIRED:
+        return None
+    before, after = old.holds or {}, new.holds or {}
+    removed = [hold_id for hold_id in before if hold_id not in after]
+    if len(removed) != 1:
+        return None  # no hold closed (or, impossibly, several): nothing to name
+    hold_id = removed[0]
+    held = before[hold_id]
+    detail = HoldExpiredDetail.model_validate(
+        {
+            **_common(new, EventKind.HOLD_EXPIRED, new.version),
+            "hold_id": hold_id,
+            "amount": held.amount,
+            "expires_at": held.expires,
+            "reserved": new.reserved,
+        }
     )
     return BalanceEvent(detail=detail)
 
@@ -320,12 +364,14 @@ __all__ = [
     "EventDetail",
     "EventKind",
     "FailedEvent",
+    "HoldExpiredDetail",
     "ReplayMessage",
     "auto_reload_wanted",
     "depletion_floor",
     "derive",
     "event_from_envelope",
     "event_id",
+    "hold_expired",
     "is_new_version",
     "pending_expired",
 ]
