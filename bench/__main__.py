@@ -21,13 +21,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import PROJECT_ROOT, baselines, coldstart, contention, lag, reads, report, writes
+from bench import (
+    PROJECT_ROOT,
+    baselines,
+    coldstart,
+    contention,
+    holds,
+    lag,
+    reads,
+    report,
+    writes,
+)
 from bench.env import Environment, quiet, say, unique
 from bench.sizes import FULL, QUICK, Sizes
 from devtools.dynamodb_local import DynamoDBLocal, find_jar
 
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
-SECTIONS = ("costs", "overhead", "reads", "baselines", "contention", "lag", "cold_start")
+SECTIONS = (
+    "costs",
+    "overhead",
+    "reads",
+    "baselines",
+    "contention",
+    "holds",
+    "lag",
+    "cold_start",
+)
 
 NOTES = [
     "DynamoDB Local is not DynamoDB: absolute latencies and throughput are Local's on this "
@@ -131,6 +150,9 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             "contention": lambda: contention.contention(
                 env, sizes.concurrency, sizes.hot_account_debits, sizes.contention_repeats
             ),
+            "holds": lambda: holds.holds(
+                env, sizes.hold_workers, sizes.hold_pairs, sizes.contention_repeats
+            ),
             "lag": lambda: lag.lag(env, sizes.lag_workers, sizes.lag_debits),
             "cold_start": lambda: cold_start(env, sizes, args),
         }
@@ -185,6 +207,7 @@ def _accounting_failures(result: dict[str, Any]) -> list[str]:
         for name in (contention.DESIGN, contention.BASELINE):
             if not row[name]["correct"]:
                 problems.append(f"contention {name} x{row['workers']}: {row[name]['problems']}")
+    problems += holds.failures(result.get("holds", {}))
     lag_section = result.get("lag", {})
     for run_ in [*(lag_section.get("runs") or []), *(lag_section.get("in_thread") or [])]:
         if run_["missing_after_deadline"] or run_["failures"]:

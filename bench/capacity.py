@@ -164,6 +164,9 @@ class Probe:
     before/after image of each written item through `side_client` (a client without hooks,
     so those reads are not counted) to price writes by the larger image, as AWS does.
     Capture mode keeps a deep copy of each call's parameters for replaying it bare.
+    By default only the thread that called `recording()` is recorded; `every_thread=True`
+    records every thread's calls on the client (the Materializer writes a batch's entries
+    in a thread pool, the Expirer's sweep expires holds in one).
     """
 
     def __init__(
@@ -173,11 +176,14 @@ class Probe:
         side_client: DynamoDBClient | None = None,
         capacity: bool = False,
         capture: bool = False,
+        every_thread: bool = False,
     ) -> None:
         self.client = client
         self.side_client = side_client
         self.capacity = capacity and side_client is not None
         self.capture = capture
+        self.every_thread = every_thread
+        self._everywhere = False
         self.tally = Tally()
         self.captured: list[tuple[str, dict[str, Any]]] = []
         self._active = threading.local()
@@ -214,13 +220,15 @@ class Probe:
         self.tally = Tally()
         self.captured = []
         self._active.on = True
+        self._everywhere = self.every_thread
         try:
             yield self.tally
         finally:
             self._active.on = False
+            self._everywhere = False
 
     def _on(self) -> bool:
-        return bool(getattr(self._active, "on", False))
+        return self._everywhere or bool(getattr(self._active, "on", False))
 
     # ------------------------------------------------------------ event handlers
     def _on_params(

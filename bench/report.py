@@ -120,6 +120,7 @@ def headline(report: dict[str, Any]) -> list[str]:  # noqa: PLR0912 - one per fi
                 f"{_ok(targets['p99_ok'])}; zero give-ups: {targets['gave_up']} "
                 f"{_ok(targets['gave_up_ok'])}; exact chain: {_ok(targets['exact'])}."
             )
+    lines += _holds_headline(report)
     lag_runs = report.get("lag", {}).get("runs") or []
     if lag_runs:
         in_thread = report.get("lag", {}).get("in_thread") or []
@@ -710,10 +711,281 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
             out.append(f"- `{name}`: {peer['description']}.")
         out.append("")
 
+    out += _holds_section(report)
+
     out += ["## Method and caveats", ""]
     out += [f"- {note}" for note in report.get("notes", [])]
     out.append("")
     return "\n".join(out)
+
+
+# ------------------------------------------------------------ holds
+HOLD_STEPS = ("debit", "reserve", "capture", "release", "expiry")
+HOLD_ITEMS = (
+    "lease (PutItem)",
+    "account (UpdateItem)",
+    "record complete (UpdateItem)",
+    "ledger entry (PutItem)",
+    "HOLD item (UpdateItem)",
+    "record finalize (UpdateItem)",
+    "daily usage (UpdateItem)",
+    "ledger head (UpdateItem)",
+)
+
+
+def _holds_headline(report: dict[str, Any]) -> list[str]:
+    section = report.get("holds") or {}
+    lines: list[str] = []
+    costs = section.get("costs") or {}
+    levels = (section.get("cap") or {}).get("levels") or []
+    if costs and levels:
+        steps = ", ".join(
+            f"{name} {costs[name]['requests']} requests / "
+            f"{_fmt(costs[name]['total_write_units_in_a_batch'])} WCU"
+            for name in HOLD_STEPS
+            if name in costs
+        )
+        top = levels[-1]
+        lines.append(
+            f"Holds, each step with the Materializer's writes (usage and head once per batch "
+            f"aside): {steps}. At the cap ({top['open_holds']} open holds) the account item "
+            f"is {_fmt(top['account_item_bytes'])} B: a debit writes "
+            f"**{_fmt(top['debit']['account_write_units'])} units on the account's "
+            f"partition** (ceiling {_fmt(top['max_debits_per_second_one_account'], 0)} "
+            f"debits/s per account; {_fmt(levels[0]['debit']['account_write_units'])} with no "
+            f"hold); reserve #{top['open_holds'] + 1} refused with "
+            f"`{top['reserve']['refused']}`."
+        )
+    rows = (section.get("rate") or {}).get("one_account") or []
+    if rows:
+        runs = "; ".join(
+            f"{_workers(r['workers'])} {_fmt(r['reserve_capture']['pairs_per_second'])} "
+            f"pairs/s vs {_fmt(r['this_design']['debits_per_second'])} debits/s "
+            f"(**{_fmt(r['pairs_vs_debits'], 2)}x**) and "
+            f"{_fmt(r['powertools_idempotency']['debits_per_second'])}/s for the baseline "
+            f"({_fmt(r['pairs_vs_baseline'], 2)}x)"
+            for r in rows
+        )
+        exact = all(r["reserve_capture"]["correct"] for r in rows)
+        lines.append(
+            f"Reserve + capture pairs on one hot account, beside debits in the same run: "
+            f"{runs}. Exact after draining the stream (reserved 0, balance = funded - "
+            f"captured, chain and HOLD items): {'yes' if exact else 'NO'}."
+        )
+    return lines
+
+
+def _holds_section(report: dict[str, Any]) -> list[str]:
+    out = ["## 8. Holds", ""]
+    out += _section_error(report, "holds")
+    section = report.get("holds") or {}
+    costs = section.get("costs") or {}
+    if costs:
+        out += _holds_costs(costs)
+    levels = (section.get("cap") or {}).get("levels") or []
+    if levels:
+        out += _holds_cap(levels)
+    rate = section.get("rate") or {}
+    if rate.get("one_account"):
+        out += _holds_rate(rate)
+    return out
+
+
+def _holds_costs(costs: dict[str, Any]) -> list[str]:
+    out = [
+        "Each step once through its real entry point (the Debit handler's `reserve`, "
+        "`capture` of all of the hold, `release`; the Expirer handler's sweep finding one due "
+        "hold), beside a debit through the same handler in the same run, each then "
+        "materialized alone in its stream batch with a probe on the Materializer's client. "
+        "Units by AWS's rules from the item sizes; *Local* = DynamoDB Local's "
+        "`ConsumedCapacity` for the function's requests. *In a batch* = the function's "
+        "units + the Materializer's per step (ledger entry, record finalize, HOLD item); "
+        "*alone* adds the day's usage item and the ledger head, written once per account and "
+        "stream batch.",
+        "",
+    ]
+    rows = []
+    for name in HOLD_STEPS:
+        step = costs.get(name)
+        if not step:
+            continue
+        materializer = step["materializer"]
+        rows.append(
+            [
+                name,
+                " + ".join(f"{n} {k}" for k, n in step["by_operation"].items()),
+                step["read_units"],
+                step["write_units"],
+                step["account_write_units"],
+                step["local_reported_units"],
+                materializer["write_units_per_step"],
+                materializer["write_units_per_batch"],
+                f"**{_fmt(step['total_write_units_in_a_batch'])}**",
+                step["total_write_units_alone"],
+                f"{step['write_units_vs_debit']}x",
+            ]
+        )
+    out += _table(
+        [
+            "Step",
+            "Requests",
+            "RCU",
+            "WCU in the function",
+            "WCU on account partition",
+            "Local reported",
+            "Materializer WCU per step",
+            "+ per batch",
+            "WCU in a batch",
+            "WCU alone",
+            "vs debit",
+        ],
+        rows,
+    )
+    names = [n for n in HOLD_STEPS if n in costs]
+    written: dict[str, dict[str, str]] = {}
+    for name in names:
+        step = costs[name]
+        for row in [*step["writer_items"], *step["materializer"]["items"]]:
+            written.setdefault(row["item"], {})[name] = f"{_fmt(row['units'])} ({row['bytes']} B)"
+    order = [i for i in HOLD_ITEMS if i in written] + [i for i in written if i not in HOLD_ITEMS]
+    out.append("Items written per step: write units (item size as billed, the larger image):")
+    out.append("")
+    out += _table(
+        ["Item written", *names],
+        [
+            [
+                f"{item}{' (per batch)' if item in HOLD_ITEMS[-2:] else ''}",
+                *(written[item].get(n, "-") for n in names),
+            ]
+            for item in order
+        ],
+    )
+    reads = []
+    for name in names:
+        rows_read = costs[name].get("reads") or []
+        if rows_read:
+            counted: dict[str, list[dict[str, Any]]] = {}
+            for row in rows_read:
+                counted.setdefault(row["read"], []).append(row)
+            parts = [
+                f"{len(same)} x {read} {_fmt(sum(r['units'] for r in same))} RCU "
+                f"({'consistent' if same[0]['consistent'] else 'eventually consistent'}, "
+                f"{_fmt(sum(r['items'] for r in same))} item(s), "
+                f"{_fmt(max(r['bytes'] for r in same))} B)"
+                for read, same in counted.items()
+            ]
+            reads.append(f"{name}: " + "; ".join(parts))
+    if reads:
+        out.append("Reads in the function: " + ". ".join(reads) + ".")
+        out.append("")
+    return out
+
+
+def _holds_cap(levels: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "Write units as open holds pile up on one account (each open hold is an entry of the "
+        "account item's `holds` map, written with every change of the account): a debit and "
+        "a reserve through the Debit handler with 0, 1, 10 and 50 (`MAX_OPEN_HOLDS`) open "
+        "holds. At the cap the reserve is the 51st and must be refused (the section fails "
+        "otherwise). A refused conditional update is billed like a write of the item (AWS: "
+        "the larger of the existing and the new item); DynamoDB Local reports none for it.",
+        "",
+    ]
+    rows = [
+        [
+            level["open_holds"],
+            level["account_item_bytes"],
+            level["debit"]["write_units"],
+            level["debit"]["account_write_units"],
+            _fmt(level["max_debits_per_second_one_account"], 0),
+            level["reserve"]["write_units"],
+            level["reserve"]["account_write_units"],
+            level["reserve"]["local_reported_units"],
+            " + ".join(f"{n} {k}" for k, n in level["reserve"]["by_operation"].items()),
+            f"refused `{level['reserve']['refused']}`" if level["reserve"]["refused"] else "opened",
+        ]
+        for level in levels
+    ]
+    out += _table(
+        [
+            "Open holds",
+            "Account item bytes",
+            "Debit WCU",
+            "Debit WCU on account",
+            "Debits/s ceiling per account",
+            "Reserve WCU",
+            "Reserve WCU on account",
+            "Reserve Local reported",
+            "Reserve requests",
+            "Reserve",
+        ],
+        rows,
+    )
+    return out
+
+
+def _holds_rate(rate: dict[str, Any]) -> list[str]:
+    out = [
+        "Workers (threads, each its own client, store and ledger, as in section 3) each "
+        "reserving 1 credit and capturing all of it, on ONE account funded for "
+        f"{rate.get('funded_per_run')} of {rate.get('pairs_per_run')} pairs; beside them at "
+        "the same worker count and in rotating order, the same number of debits of this "
+        "design and of the Powertools baseline, "
+        f"{rate.get('repeats')} run(s) each. Pairs/s = captured pairs per second (median "
+        "run); an operation is a reserve or a capture. The stream is not drained during a "
+        "run, so a capture's read of its HOLD item finds none (as one within the stream's "
+        "lag does). *Exact* = after draining the stream: reserved 0 and no open hold, "
+        "balance = funded - captured, captured = funded, one `hold` and one `capture` entry "
+        "per pair with sequences 1..n, `balanceAfter`/`availableAfter` chains that add up "
+        "(held sums to reserved), the head at the account's version, every HOLD item "
+        "`captured`.",
+        "",
+    ]
+    rows = []
+    for row in rate["one_account"]:
+        held = row["reserve_capture"]
+        design, base = row["this_design"], row["powertools_idempotency"]
+        rows.append(
+            [
+                row["workers"],
+                held["pairs_per_second"],
+                held["operations_per_second"],
+                design["debits_per_second"],
+                base["debits_per_second"],
+                f"{row['pairs_vs_debits']}x",
+                f"{row['operations_vs_debits']}x",
+                f"{row['pairs_vs_baseline']}x",
+                f"{_fmt(held['latency'].get('p50_ms'), 0)} / "
+                f"{_fmt(held['latency'].get('p99_ms'), 0)}",
+                _fmt(held["reserve_latency"].get("p50_ms"), 0),
+                _fmt(held["capture_latency"].get("p50_ms"), 0),
+                held["gave_up"],
+                held["updates_per_pair"],
+                "yes" if held["correct"] else "**NO**: " + "; ".join(held["problems"]),
+                "yes" if design["correct"] and base["correct"] else "**NO**",
+            ]
+        )
+    out += _table(
+        [
+            "Workers",
+            "Pairs/s",
+            "Operations/s",
+            "Debits/s",
+            "Baseline debits/s",
+            "Pairs / debits",
+            "Operations / debits",
+            "Pairs / baseline",
+            "Pair p50 / p99 ms",
+            "Reserve p50 ms",
+            "Capture p50 ms",
+            "Gave up",
+            "Account updates/pair",
+            "Exact",
+            "Debits exact",
+        ],
+        rows,
+    )
+    return out
 
 
 def _ok(flag: Any) -> str:

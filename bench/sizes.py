@@ -22,6 +22,8 @@ class Sizes:
     lag_workers: tuple[int, ...]  # load levels of the lag measurement
     scale_entries: tuple[int, int]  # ledger entries in the small and the large account
     import_runs: int  # fresh interpreters per function for the import-time median
+    hold_workers: tuple[int, ...]  # workers in the holds rate runs (one account)
+    hold_pairs: int  # reserve+capture pairs (and debits beside them) per holds rate run
 
 
 FULL = Sizes(
@@ -40,6 +42,8 @@ FULL = Sizes(
     lag_workers=(1, 16),
     scale_entries=(1_000, 100_000),
     import_runs=5,
+    hold_workers=(1, 16),
+    hold_pairs=320,
 )
 
 QUICK = Sizes(
@@ -58,4 +62,6 @@ QUICK = Sizes(
     lag_workers=(1, 16),
     scale_entries=(1_000, 5_000),
     import_runs=3,
+    hold_workers=(1, 16),
+    hold_pairs=32,
 )

@@ -94,7 +94,11 @@ def materializer_cost(env: Environment, handler: Handler, debits: int) -> dict[s
     env.drain()
     for index in range(debits):
         _invoke(handler, debit_event(account_id, f"mat-{index}"))
-    probe = Probe(env.materializer_store.client, side_client=env.admin, capacity=True)
+    # Every thread: the Materializer puts a batch's entries and finalizes its records in
+    # a thread pool.
+    probe = Probe(
+        env.materializer_store.client, side_client=env.admin, capacity=True, every_thread=True
+    )
     with probe.recording() as tally:
         records = env.drain()
     probe.close()

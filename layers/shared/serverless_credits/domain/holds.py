@@ -25,8 +25,9 @@ from serverless_credits.domain.money import normalize
 
 HOLD_ID_PREFIX = "hold_"
 HOLD_ID_PATTERN = r"^hold_[0-9a-f]{16}$"
-# Each open hold adds about 40 bytes to the account item, which every change of the
-# account writes: at this cap the item stays near 2 KB (bench/README.md, "Holds").
+# Each open hold adds about 45 bytes to the account item, which every change of the
+# account writes: at this cap the item is about 2.7 KB, 3 write units a change instead of 1
+# (bench/README.md, "Holds").
 MAX_OPEN_HOLDS = 50
 DEFAULT_HOLD_SECONDS = 300
 MAX_HOLD_SECONDS = 7 * 24 * 3600
