@@ -8,7 +8,10 @@ with the handlers running in this process under the template's environment, unti
 A background thread polls the table's stream (DynamoDB Local serves DynamoDB Streams) and
 feeds each batch to the MaterializerFunction, as its event source mapping in template.yaml
 would (same filter, batch size and event shape): ledger entries and usage appear shortly
-after a debit, as on AWS (`devtools.streams`).
+after a debit, as on AWS (`devtools.streams`). Another runs each scheduled function (the
+template's `Schedule` events: the ExpirerFunction every minute, the ReconcilerFunction daily) on
+its period, printing a line when a run did something (`devtools.schedules`); the environment
+variable CREDITS_SCHEDULE_SCALE (or --schedule-scale) multiplies the periods, 0 turns them off.
 Once ready it writes `.local/stack.json` (apiUrl, lambdaEndpoint, apiKey, accountId,
 dynamodbEndpoint, tableName, ...) for scripts and tools, and removes it on exit.
 
@@ -29,17 +32,18 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from devtools import dynamodb_local, local_seed, template
+from devtools import dynamodb_local, local_seed, schedules, template
 from devtools.local_apigateway import KeyApi, with_key_api
 from devtools.local_events import LocalEvents, with_local_events
 from devtools.local_gateway import LocalGateway, parameters_with, usage_plans
@@ -54,6 +58,9 @@ from serverless_credits import wiring
 from serverless_credits.domain.models import ApiKeyMapping
 from serverless_credits.storage.api_keys import ApiKeyStore
 from serverless_credits.storage.items import Table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
 
 LOGGER = logging.getLogger("devtools.local_stack")
 DEFAULT_STATE_FILE = template.PROJECT_ROOT / ".local" / "stack.json"
@@ -81,6 +88,8 @@ class StackSettings:
     state_file: Path | None = DEFAULT_STATE_FILE
     stream_poll_interval: float = STREAM_POLL_INTERVAL
     events_file: Path = DEFAULT_EVENTS_FILE
+    # Multiplies every schedule's period (0.02: rate(1 minute) every 1.2 s); 0: no schedules.
+    schedule_scale: float = field(default_factory=schedules.scale_from_environment)
 
 
 class _Server:
@@ -187,6 +196,7 @@ class LocalStack:
         self._dynamodb: dynamodb_local.DynamoDBLocal | None = None
         self._servers: list[_Server] = []
         self.consumers: list[_StreamConsumer] = []
+        self.schedules: list[schedules.ScheduledFunction] = []
         self._saved_environment: dict[str, str | None] = {}
         self._state_written = False
 
@@ -210,6 +220,15 @@ class LocalStack:
             }
         )
         self.runtime = runtime
+        # Checked before anything starts: a schedule the stack cannot run fails here.
+        self.schedules = schedules.scheduled_functions(
+            template.schedule_sources(substitutions=dict(self.parameters)),
+            runtime.invoke,
+            scale=settings.schedule_scale,
+            account=LOCAL_ACCOUNT_ID,
+            region=LOCAL_REGION,
+            functions=runtime.specs,
+        )
         gateway = LocalGateway(
             runtime, self.keys, stage=self.stage, plans=self.plans, api_id=API_ID
         )
@@ -241,8 +260,7 @@ class LocalStack:
             self._dynamodb.start()
             self.dynamodb_endpoint = self._dynamodb.endpoint
         client = dynamodb_local.client_for(self.dynamodb_endpoint)
-        if self.table_name not in client.list_tables()["TableNames"]:
-            dynamodb_local.create_table(client, self.table_name)
+        ensure_table(client, self.table_name)
         # The template's variables, then the local ones (as env.json overrides for sam local).
         self._apply_environment(
             {
@@ -274,10 +292,16 @@ class LocalStack:
         self.demo = self.seed_demo()
         for server in self._servers:
             server.start()
+        # The first scheduled runs come one period from now, as a new rule's would.
+        for scheduled in self.schedules:
+            scheduled.start()
         if settings.state_file is not None:
             self._write_state(settings.state_file)
 
     def stop(self) -> None:
+        for scheduled in self.schedules:
+            scheduled.stop()
+        self.schedules = []
         for consumer in self.consumers:
             consumer.stop()
         self.consumers = []
@@ -334,6 +358,15 @@ class LocalStack:
             "streamConsumers": [
                 {"function": c.source.function, "pollIntervalSeconds": c.interval}
                 for c in self.consumers
+            ],
+            "schedules": [
+                {
+                    "function": s.source.function,
+                    "event": s.source.event,
+                    "expression": s.source.expression,
+                    "periodSeconds": s.period,
+                }
+                for s in self.schedules
             ],
             "routes": [
                 {"method": r.method, "path": r.path, "function": r.function} for r in gateway_routes
@@ -421,6 +454,55 @@ class LocalStack:
         return demo
 
 
+def ensure_table(client: DynamoDBClient, table_name: str, timeout: float = 60) -> list[str]:
+    """Create the table as `template.yaml` defines it; or, when it exists already (a DynamoDB
+    that keeps its data between runs, given with --dynamodb-endpoint), add the template's
+    global secondary indexes it lacks (e.g. `ExpiryIndex`, which came with holds), one
+    UpdateTable each, as CloudFormation would. The indexes added, by name."""
+    try:
+        existing = client.describe_table(TableName=table_name)["Table"]
+    except client.exceptions.ResourceNotFoundException:
+        dynamodb_local.create_table(client, table_name)
+        return []
+    wanted = template.create_table_request(table_name)
+    present = {index["IndexName"] for index in existing.get("GlobalSecondaryIndexes", [])}
+    added: list[str] = []
+    for index in wanted.get("GlobalSecondaryIndexes", []):
+        if index["IndexName"] in present:
+            continue
+        keys = {key["AttributeName"] for key in index["KeySchema"]}
+        LOGGER.info("table %s: adding the index %s (template.yaml)", table_name, index["IndexName"])
+        client.update_table(
+            TableName=table_name,
+            AttributeDefinitions=[
+                a for a in wanted["AttributeDefinitions"] if a["AttributeName"] in keys
+            ],
+            GlobalSecondaryIndexUpdates=[{"Create": index}],
+        )
+        _wait_for_index(client, table_name, index["IndexName"], timeout)
+        added.append(index["IndexName"])
+    return added
+
+
+def _wait_for_index(client: DynamoDBClient, table_name: str, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        table = client.describe_table(TableName=table_name)["Table"]
+        status = next(
+            (
+                i.get("IndexStatus")
+                for i in table.get("GlobalSecondaryIndexes", [])
+                if i["IndexName"] == name
+            ),
+            None,
+        )
+        if status == "ACTIVE":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the index {name} of {table_name} is {status}, not ACTIVE")
+        time.sleep(0.2)
+
+
 def _usable_dynamodb_port(host: str, port: int) -> int:
     """The preferred port when it is free; otherwise 0 (any free port), with a notice.
     An explicitly chosen other port is used as given, so a clash there fails loudly."""
@@ -469,12 +551,29 @@ def parse_args(argv: Sequence[str] | None = None) -> StackSettings:
     )
     parser.add_argument("--plan", default="pro", help="the demo API key's usage plan")
     parser.add_argument(
+        "--schedule-scale",
+        type=float,
+        default=None,
+        help=f"multiply the schedules' periods (default ${schedules.SCALE_VARIABLE} or 1; "
+        "0 = no schedules)",
+    )
+    parser.add_argument(
         "--state-file",
         type=Path,
         default=Path(os.environ.get("CREDITS_STACK_FILE", DEFAULT_STATE_FILE)),
     )
     args = parser.parse_args(argv)
     overrides = {}
+    if args.schedule_scale is not None and not 0 <= args.schedule_scale < float("inf"):
+        parser.error(f"--schedule-scale wants a number >= 0, got {args.schedule_scale}")
+    try:
+        scale = (
+            schedules.scale_from_environment()
+            if args.schedule_scale is None
+            else args.schedule_scale
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     for item in args.parameter_overrides:
         name, separator, value = item.partition("=")
         if not separator:
@@ -490,6 +589,7 @@ def parse_args(argv: Sequence[str] | None = None) -> StackSettings:
         parameter_overrides=overrides,
         demo_plan=args.plan,
         state_file=args.state_file,
+        schedule_scale=scale,
     )
 
 
@@ -529,6 +629,7 @@ def banner(stack: LocalStack) -> str:
             "(ledger entries and usage appear shortly after a debit)"
             for c in description["streamConsumers"]
         ),
+        *_schedule_lines(description["schedules"], stack.settings.schedule_scale),
         f"  Balance events:        {description['eventsFile']}  (one line each, also below)",
         f"  Demo account:          {description['accountId']}  (plan {description['plan']})",
         f"  API key:               {key}",
@@ -563,6 +664,17 @@ def banner(stack: LocalStack) -> str:
     return "\n".join(lines)
 
 
+def _schedule_lines(described: list[dict[str, Any]], scale: float) -> list[str]:
+    if scale == 0:
+        return [f"  Schedules:             off ({schedules.SCALE_VARIABLE}=0)"]
+    scaled = "" if scale == 1 else f" x {scale:g}"
+    return [
+        f"  Schedule -> {s['function']}:  every {schedules.describe_period(s['periodSeconds'])} "
+        f"({s['expression']}{scaled})"
+        for s in described
+    ]
+
+
 @dataclass
 class _Stop:
     """The first Ctrl-C (or SIGTERM) stops cleanly; a second one interrupts the clean-up."""
@@ -586,6 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stack = LocalStack(settings)
     try:
         stack.start()
+    except schedules.UnsupportedScheduleError as exc:
+        raise SystemExit(f"The local stack could not start: {exc}") from exc
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise SystemExit(
             f"The local stack could not start: {exc}\n"

@@ -183,3 +183,64 @@ def stream_sources(template: dict[str, Any] | None = None) -> list[StreamSource]
                 )
             )
     return found
+
+
+@dataclass(frozen=True)
+class ScheduleSource:
+    """A function's `Type: Schedule` (an EventBridge rule) or `Type: ScheduleV2` (an
+    EventBridge Scheduler schedule) event: `expression` as written (`rate(1 minute)`,
+    `cron(...)`, `at(...)`), parsed by whoever runs it (`devtools.schedules`)."""
+
+    function: str
+    event: str
+    kind: str  # "Schedule" | "ScheduleV2"
+    expression: str
+    enabled: bool
+    input: str | None  # the event's `Input` (JSON text) if it sets one
+
+
+SCHEDULE_EVENT_TYPES = ("Schedule", "ScheduleV2")
+
+
+def _schedule_enabled(properties: dict[str, Any], substitutions: dict[str, str]) -> bool:
+    """`Enabled: false` or `State: DISABLED` turns a schedule off (SAM's two spellings)."""
+    if "State" in properties:
+        return _resolve(properties["State"], substitutions).upper() == "ENABLED"
+    if "Enabled" in properties:
+        return _resolve(properties["Enabled"], substitutions).lower() == "true"
+    return True
+
+
+def schedule_sources(
+    template: dict[str, Any] | None = None, substitutions: dict[str, str] | None = None
+) -> list[ScheduleSource]:
+    """Every schedule event of every function, in template order (`Ref`s and `${...}` in
+    the expression resolved from `substitutions`, then the parameters' defaults)."""
+    document = template or load_template()
+    values = {k: str(v) for k, v in parameter_defaults(document).items() if v is not None}
+    values.update(substitutions or {})
+    found: list[ScheduleSource] = []
+    for logical_id, definition in document["Resources"].items():
+        if definition.get("Type") != "AWS::Serverless::Function":
+            continue
+        for event_name, event in definition["Properties"].get("Events", {}).items():
+            kind = event.get("Type")
+            if kind not in SCHEDULE_EVENT_TYPES:
+                continue
+            properties = event.get("Properties", {})
+            key = "Schedule" if kind == "Schedule" else "ScheduleExpression"
+            if key not in properties:
+                raise ValueError(f"{logical_id}.{event_name}: a {kind} event without {key}")
+            found.append(
+                ScheduleSource(
+                    function=logical_id,
+                    event=event_name,
+                    kind=kind,
+                    expression=_resolve(properties[key], values).strip(),
+                    enabled=_schedule_enabled(properties, values),
+                    input=None
+                    if properties.get("Input") is None
+                    else _resolve(properties["Input"], values),
+                )
+            )
+    return found

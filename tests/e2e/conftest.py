@@ -41,6 +41,9 @@ def stack(
         table_name=f"credits-e2e-{uuid.uuid4().hex[:8]}",
         parameter_overrides=FREE_PLAN,
         state_file=tmp_path_factory.mktemp("stack") / "stack.json",
+        # No scheduled runs in the shared stack: a test that expires holds by hand must not
+        # race the ExpirerFunction (tests/e2e/test_local_schedules.py runs the schedules).
+        schedule_scale=0,
     )
     with LocalStack(settings) as running:
         yield running
