@@ -16,6 +16,19 @@ from serverless_credits.domain.money import normalize
 
 # Request fields that do not identify what an operation does (see `parameters`).
 NOT_IDENTIFYING = frozenset({"actor"})
+# The longest idempotency key a request may carry (`models.IdempotencyKey`).
+MAX_KEY_LENGTH = 128
+
+
+def derived_key(key: str, step: str) -> str:
+    """The idempotency key of a step that follows the operation made with `key` (the void
+    of a debit, the capture or release of a hold): `<key>:<step>`, or `<step>:` and a hash
+    of `key` when that would not fit the key limit. Deterministic, so a retry of the step
+    replays it."""
+    derived = f"{key}:{step}"
+    if len(derived) <= MAX_KEY_LENGTH:
+        return derived
+    return f"{step}:" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def fingerprint(operation: str, parameters: dict[str, Any]) -> str:

@@ -3,9 +3,14 @@
     credits = CreditsClient()                      # DEBIT_FUNCTION_NAME from the environment
     charge = credits.debit(account_id="acct_1", action="sms", idempotency_key=request_id)
 
+    # Work of unknown cost: hold an estimate, take what was used, give the rest back.
+    with credits.hold("acct_1", Decimal(10), idempotency_key=request_id) as hold:
+        minutes = transcribe(audio)
+        hold.capture(Decimal(minutes))            # never captured: released on exit
+
 Refusals raise the same typed errors the ledger raises (`errors.InsufficientCredits`
-with `.available`, `errors.AccountSuspended`, ...). Because every charge carries an
-idempotency key, the client retries a failed invocation safely.
+with `.available`, `errors.AccountSuspended`, `errors.HoldNotOpen`, ...). Because every
+charge carries an idempotency key, the client retries a failed invocation safely.
 
 This module and `store` are the only ones that talk to AWS.
 """
@@ -14,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable
 from decimal import Decimal
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import boto3
@@ -24,12 +31,25 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from serverless_credits.domain.errors import CreditsError, error_for_code
+from serverless_credits.domain.errors import (
+    CreditsError,
+    HoldNotFound,
+    HoldNotOpen,
+    IdempotencyConflict,
+    error_for_code,
+)
+from serverless_credits.domain.idempotency import derived_key
 from serverless_credits.domain.models import OperationResult
 from serverless_credits.domain.money import json_number
 
 if TYPE_CHECKING:
     from mypy_boto3_lambda.client import LambdaClient
+
+logger = logging.getLogger(__name__)
+
+# The steps that settle a hold, named in the idempotency keys derived from the reserve's.
+CAPTURE_STEP = "capture"
+RELEASE_STEP = "release"
 
 
 class CreditsUnavailable(Exception):
@@ -88,21 +108,18 @@ class CreditsClient:
         endpoint: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> OperationResult:
-        request: dict[str, Any] = {
-            "accountId": account_id,
-            "idempotencyKey": idempotency_key,
-            "description": description,
-            "metadata": metadata or {},
-        }
-        if amount is not None:
-            request["amount"] = json_number(amount)
-        if action is not None:
-            request["action"] = action
-        if quantity is not None:
-            request["quantity"] = json_number(quantity)
-        if endpoint is not None:
-            request["endpoint"] = endpoint
-        return self._call(request)
+        return self._call(
+            _charge_request(
+                account_id=account_id,
+                idempotency_key=idempotency_key,
+                amount=amount,
+                action=action,
+                quantity=quantity,
+                description=description,
+                endpoint=endpoint,
+                metadata=metadata,
+            )
+        )
 
     def void(self, *, account_id: str, idempotency_key: str, reason: str = "") -> OperationResult:
         """Cancel this service's own debit made with `idempotency_key`, in full, within the
@@ -117,6 +134,113 @@ class CreditsClient:
                 "reason": reason,
             }
         )
+
+    # ------------------------------------------------------------ holds
+    def reserve(
+        self,
+        account_id: str,
+        amount: Decimal | int | None = None,
+        *,
+        idempotency_key: str,
+        action: str | None = None,
+        quantity: Decimal | int | None = None,
+        expires_in: int | None = None,
+        description: str = "",
+        endpoint: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> OperationResult:
+        """Set `amount` (or `action` x `quantity` from the price list) aside for work of
+        unknown cost, for `expires_in` seconds (the Debit function's default: 300). Refused
+        like a debit (`InsufficientCredits`, `AccountSuspended`) and past the account's cap
+        on open holds (`TooManyOpenHolds`). The result carries `hold_id`, `amount` (held)
+        and `expires_at`; the same key again replays it: the same hold, not a second one.
+        Prefer `hold`, which cannot leave a hold open when the work fails."""
+        request = _charge_request(
+            account_id=account_id,
+            idempotency_key=idempotency_key,
+            amount=amount,
+            action=action,
+            quantity=quantity,
+            description=description,
+            endpoint=endpoint,
+            metadata=metadata,
+        )
+        request["operation"] = "reserve"
+        if expires_in is not None:
+            request["expiresIn"] = expires_in
+        return self._call(request)
+
+    def capture(
+        self,
+        account_id: str,
+        hold_id: str,
+        amount: Decimal | int | None = None,
+        *,
+        idempotency_key: str,
+        description: str = "",
+    ) -> OperationResult:
+        """Take all of the hold (no `amount`) or part of it (positive, at most what it
+        holds); the rest returns to `available` (`released`). A hold captured, released or
+        expired is `HoldNotOpen`; another account's or an unknown one, `HoldNotFound`."""
+        request: dict[str, Any] = {
+            "operation": "capture",
+            "accountId": account_id,
+            "holdId": hold_id,
+            "idempotencyKey": idempotency_key,
+            "description": description,
+        }
+        if amount is not None:
+            request["amount"] = json_number(amount)
+        return self._call(request)
+
+    def release(
+        self, account_id: str, hold_id: str, *, idempotency_key: str, description: str = ""
+    ) -> OperationResult:
+        """Give all of the hold back to `available` (`released`); errors as `capture`'s."""
+        return self._call(
+            {
+                "operation": "release",
+                "accountId": account_id,
+                "holdId": hold_id,
+                "idempotencyKey": idempotency_key,
+                "description": description,
+            }
+        )
+
+    def hold(
+        self,
+        account_id: str,
+        amount: Decimal | int | None = None,
+        *,
+        idempotency_key: str,
+        action: str | None = None,
+        quantity: Decimal | int | None = None,
+        expires_in: int | None = None,
+        description: str = "",
+        endpoint: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> CreditHold:
+        """A hold for the length of a `with` block (see `CreditHold`): reserved on entry
+        with `idempotency_key`, captured by `hold.capture(...)`, released on exit when the
+        block raised or never captured.
+
+            with credits.hold(account_id, Decimal(10), idempotency_key=request_id) as hold:
+                used = do_the_work()
+                hold.capture(used)  # all of it with no amount; capture(0) releases
+        """
+        reserve = functools.partial(
+            self.reserve,
+            account_id,
+            amount,
+            idempotency_key=idempotency_key,
+            action=action,
+            quantity=quantity,
+            expires_in=expires_in,
+            description=description,
+            endpoint=endpoint,
+            metadata=metadata,
+        )
+        return CreditHold(self, account_id, idempotency_key, reserve)
 
     def _call(self, request: dict[str, Any]) -> OperationResult:
         payload = json.dumps(request).encode()
@@ -145,6 +269,155 @@ class CreditsClient:
         raise CreditsUnavailable(failure)
 
 
+def _charge_request(
+    *,
+    account_id: str,
+    idempotency_key: str,
+    amount: Decimal | int | None,
+    action: str | None,
+    quantity: Decimal | int | None,
+    description: str,
+    endpoint: str | None,
+    metadata: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The request of a debit or a reserve: by `amount`, or `action` x `quantity`."""
+    request: dict[str, Any] = {
+        "accountId": account_id,
+        "idempotencyKey": idempotency_key,
+        "description": description,
+        "metadata": metadata or {},
+    }
+    if amount is not None:
+        request["amount"] = json_number(amount)
+    if action is not None:
+        request["action"] = action
+    if quantity is not None:
+        request["quantity"] = json_number(quantity)
+    if endpoint is not None:
+        request["endpoint"] = endpoint
+    return request
+
+
+class CreditHold:
+    """A hold for the length of a `with` block, from `CreditsClient.hold`.
+
+    Entering reserves (the typed refusal propagates, and the block does not run). In the
+    block, `capture(amount)` takes `amount` (all of the hold with none; `capture(0)`
+    releases instead, as a capture must be positive) and `release()` gives it all back.
+    On exit, a hold neither captured nor released is released, whether the block ended or
+    raised; the block's exception always propagates, and a release that fails is logged,
+    never raised: the hold then expires on its own (`expires_in`). A capture made before
+    the block raised stands.
+
+    The capture and release carry keys derived from the reserve's (`<key>:capture`,
+    `<key>:release`; hashed when too long), so a retry of the whole block with the same key
+    gets the same hold (`replayed`), and the same capture replays rather than charging
+    again. A retry that settles differently than the first run gets the ledger's answer:
+    `HoldNotOpen` (released or captured already) or `IdempotencyConflict` (captured
+    already, another amount).
+    """
+
+    def __init__(
+        self,
+        client: CreditsClient,
+        account_id: str,
+        idempotency_key: str,
+        reserve: Callable[[], OperationResult],
+    ) -> None:
+        self.account_id = account_id
+        self.idempotency_key = idempotency_key
+        self._client = client
+        self._reserve = reserve
+        self._reservation: OperationResult | None = None
+        self._closed = False
+        # The capture's or release's result, once one succeeded.
+        self.settlement: OperationResult | None = None
+
+    @property
+    def reservation(self) -> OperationResult:
+        if self._reservation is None:
+            raise RuntimeError("the hold is reserved on entering its `with` block")
+        return self._reservation
+
+    @property
+    def hold_id(self) -> str:
+        hold_id = self.reservation.hold_id
+        if hold_id is None:  # pragma: no cover - a reserve's result always names its hold
+            raise RuntimeError("the reserve's result names no hold")
+        return hold_id
+
+    @property
+    def amount(self) -> Decimal:
+        """What the hold holds: the most a capture may take."""
+        return self.reservation.amount
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the reserve replayed an earlier one with the same key (a retry)."""
+        return self.reservation.replayed
+
+    @property
+    def open(self) -> bool:
+        """Neither captured nor released through this object (nor found closed)."""
+        return self._reservation is not None and not self._closed
+
+    def capture(self, amount: Decimal | int | None = None) -> OperationResult:
+        """Take `amount` of the hold (all of it with none); 0 releases it instead."""
+        if amount is not None and Decimal(amount) == 0:
+            return self.release()
+        return self._settle(
+            lambda: self._client.capture(
+                self.account_id,
+                self.hold_id,
+                amount,
+                idempotency_key=derived_key(self.idempotency_key, CAPTURE_STEP),
+            )
+        )
+
+    def release(self) -> OperationResult:
+        """Give all of the hold back to `available`."""
+        return self._settle(
+            lambda: self._client.release(
+                self.account_id,
+                self.hold_id,
+                idempotency_key=derived_key(self.idempotency_key, RELEASE_STEP),
+            )
+        )
+
+    def _settle(self, step: Callable[[], OperationResult]) -> OperationResult:
+        try:
+            result = step()
+        except (HoldNotFound, HoldNotOpen, IdempotencyConflict):
+            self._closed = True  # settled already (an earlier run's step): nothing to release
+            raise
+        self._closed = True
+        self.settlement = result
+        return result
+
+    def __enter__(self) -> CreditHold:
+        self._reservation = self._reserve()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if not self.open:
+            return
+        try:
+            self.release()
+        except Exception:
+            # Never instead of the block's own exception: the hold expires on its own.
+            logger.warning(
+                "hold not released; it expires at %s",
+                self.reservation.expires_at,
+                exc_info=True,
+                extra={"accountId": self.account_id, "holdId": self.hold_id},
+            )
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 Handler = Callable[[dict[str, Any], Any], R]
@@ -159,22 +432,65 @@ def charge_per_call(
     quantity: Callable[[dict[str, Any]], Decimal] | None = None,
     endpoint: str | None = None,
     idempotency_key: Callable[[dict[str, Any], LambdaContextLike], str] | None = None,
+    estimate: Decimal | Callable[[dict[str, Any]], Decimal] | None = None,
+    usage: Callable[[Any], Decimal | int] | None = None,
+    expires_in: int | None = None,
 ) -> Callable[[Handler[R]], Handler[R]]:
-    """Charge credits for each call of a Lambda handler: debit before, void if it fails.
+    """Charge credits for each call of a Lambda handler.
+
+    A fixed cost (`amount`, or `action` x `quantity` from the price list) is debited before
+    the handler runs and voided if it raises. A cost known only afterwards is held first:
+    give `estimate` (the most a call may cost: credits, or a function of the event) and
+    `usage`, which reads what the call used from the handler's return value. The decorator
+    reserves the estimate (refused: the handler does not run, the typed error propagates),
+    runs the handler, and captures `usage(result)`; 0 releases the hold, more than the
+    estimate captures all of it (logged). If the handler or `usage` raises, the hold is
+    released and the exception propagates.
+
+        @charge_per_call(
+            credits,
+            account_id=lambda event: event["accountId"],
+            estimate=lambda event: Decimal(event["maxMinutes"]) * 3,
+            usage=lambda result: result["creditsUsed"],
+            expires_in=900,  # longer than the handler can run
+        )
+        def lambda_handler(event, context):
+            minutes = transcribe(event["audioUrl"], limit=event["maxMinutes"])
+            return {"minutes": minutes, "creditsUsed": Decimal(minutes) * 3}
 
     The idempotency key defaults to the invocation's request id, so Lambda's own retries
-    of one invocation charge once. A failed call's debit is voided (in full, and counted as
-    failed in usage) before its exception propagates; a retry of that same invocation then
-    replays the voided charge and is not charged again. Pass `idempotency_key` to tie the
-    charge to your own request instead.
+    of one invocation charge once: the debit, or the reserve and its capture, replay. A
+    failed call's debit is voided (in full, and counted as failed in usage) or its hold
+    released before its exception propagates; a retry of that same invocation is then not
+    charged again (its reserve replays the released hold, whose capture is refused and
+    logged). Pass `idempotency_key` to tie the charge to your own request instead.
     """
+    if (estimate is None) != (usage is None):
+        raise TypeError("charge_per_call: give both 'estimate' and 'usage' to hold, or neither")
+    if estimate is not None and (amount is not None or action is not None or quantity is not None):
+        raise TypeError("charge_per_call: 'estimate' and 'usage' replace 'amount' and 'action'")
 
     def decorate(handler: Handler[R]) -> Handler[R]:
+        description = f"{endpoint or handler.__name__} call"
+
         @functools.wraps(handler)
         def charged(event: dict[str, Any], context: Any) -> R:
             credits = client if isinstance(client, CreditsClient) else client()
             key = idempotency_key(event, context) if idempotency_key else context.aws_request_id
             account = account_id(event)
+            if usage is not None and estimate is not None:
+                most = estimate(event) if callable(estimate) else estimate
+                with credits.hold(
+                    account,
+                    most,
+                    idempotency_key=key,
+                    expires_in=expires_in,
+                    endpoint=endpoint,
+                    description=description,
+                ) as hold:
+                    result = handler(event, context)
+                    _capture_usage(hold, usage(result))
+                return result
             charge = credits.debit(
                 account_id=account,
                 idempotency_key=key,
@@ -182,7 +498,7 @@ def charge_per_call(
                 action=action,
                 quantity=quantity(event) if quantity else None,
                 endpoint=endpoint,
-                description=f"{endpoint or handler.__name__} call",
+                description=description,
             )
             try:
                 return handler(event, context)
@@ -199,4 +515,34 @@ def charge_per_call(
     return decorate
 
 
-__all__ = ["CreditsClient", "CreditsError", "CreditsUnavailable", "charge_per_call"]
+def _capture_usage(hold: CreditHold, used: Decimal | int) -> None:
+    """Capture what a call used, at most its hold. A retried invocation whose earlier
+    attempt settled the hold already (released after a failure, or captured) is not
+    charged again: the refusal is logged, the call's result stands."""
+    taken: Decimal | int | None = used
+    if used > hold.amount:
+        logger.warning(
+            "the call used %s, more than its estimate: capturing all of the hold",
+            used,
+            extra={"accountId": hold.account_id, "holdId": hold.hold_id, "held": hold.amount},
+        )
+        taken = None
+    try:
+        hold.capture(taken)
+    except (HoldNotFound, HoldNotOpen, IdempotencyConflict) as refused:
+        if not hold.replayed:
+            raise
+        logger.warning(
+            "hold settled by an earlier attempt of this invocation: %r",
+            refused,
+            extra={"accountId": hold.account_id, "holdId": hold.hold_id},
+        )
+
+
+__all__ = [
+    "CreditHold",
+    "CreditsClient",
+    "CreditsError",
+    "CreditsUnavailable",
+    "charge_per_call",
+]

@@ -149,12 +149,18 @@ class HoldOperations:
 
         def capturing(held: OpenHold) -> Operation:
             taken = capture_amount(held, command.hold_id, command.amount)
+            # The hold's action and endpoint attribute the captured call in daily usage.
+            # Its HOLD item is written from the stream: a capture within milliseconds of
+            # its reserve may find none and count under the default type.
+            described = self._holds.get(command.account_id, command.hold_id)
             return Operation(
                 type=EntryType.CAPTURE,
                 amount=-taken,
                 held=-held.amount,
                 hold_id=command.hold_id,
                 description=command.description or f"Capture of {command.hold_id}",
+                action=described.action if described else None,
+                endpoint=described.endpoint if described else None,
             )
 
         return self._close(command, "capture", capturing, capture=True)

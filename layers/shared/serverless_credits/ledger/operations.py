@@ -6,7 +6,6 @@ its ledger entry written from the account's stream."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from serverless_credits.domain.errors import (
     TransactionNotFound,
     VoidNotAllowed,
 )
-from serverless_credits.domain.idempotency import fingerprint, judge, parameters
+from serverless_credits.domain.idempotency import derived_key, fingerprint, judge, parameters
 from serverless_credits.domain.models import (
     Account,
     EntryType,
@@ -42,7 +41,7 @@ from serverless_credits.domain.models import (
     utc_now,
 )
 from serverless_credits.domain.money import normalize
-from serverless_credits.domain.operations import sequence_of
+from serverless_credits.domain.operations import BILLABLE, sequence_of
 from serverless_credits.domain.outcomes import RefundLimitReached
 from serverless_credits.ledger.declined import count_declined
 from serverless_credits.ledger.holds import HoldOperations
@@ -66,17 +65,12 @@ ENTRY_WAIT_SECONDS = 3.0
 # A service may void its own debit (in full, by the debit's idempotency key) this long after
 # the debit was made; later, only an operator's refund gives credits back.
 VOID_WINDOW = timedelta(minutes=15)
-VOID_SUFFIX = ":void"
-MAX_KEY_LENGTH = 128
 
 
 def void_key(debit_key: str) -> str:
     """The void's own idempotency key: `<debit key>:void`, or a hash of the debit's key when
     that would not fit the 128 characters a key may have."""
-    key = debit_key + VOID_SUFFIX
-    if len(key) <= MAX_KEY_LENGTH:
-        return key
-    return "void:" + hashlib.sha256(debit_key.encode()).hexdigest()
+    return derived_key(debit_key, "void")
 
 
 class Ledger:
@@ -360,6 +354,8 @@ class Ledger:
 
     def _debit_entry(self, account_id: str, transaction_id: str) -> LedgerEntry:
         original = self.entry(account_id, transaction_id)
-        if original.type is not EntryType.DEBIT:
-            raise RefundNotAllowed("Only debits can be refunded", {"transactionId": transaction_id})
+        if original.type not in BILLABLE:
+            raise RefundNotAllowed(
+                "Only debits and captures can be refunded", {"transactionId": transaction_id}
+            )
         return original
