@@ -1,15 +1,17 @@
-"""Balance function: GET /v1/credits/balance and GET /v1/credits/balances."""
+"""Balance function: GET /v1/credits/balance, /v1/credits/balances and /v1/credits/holds."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from serverless_credits import wiring
-from serverless_credits.reads import queries
+from serverless_credits.reads import cursor as cursors
+from serverless_credits.reads import holds, queries
 from serverless_credits.transport import http_api
 
 logger = Logger()
@@ -40,6 +42,29 @@ def get_balance(account_id: http_api.CurrentAccount) -> queries.BalanceView:
 )
 def get_balances(account_id: http_api.CurrentAccount) -> queries.BalancesView:
     return queries.balances(wiring.store(), account_id)
+
+
+@app.get(
+    "/v1/credits/holds",
+    summary="Open holds",
+    description="Credits set aside by reservations not yet captured or released (their sum is "
+    "`reserved`), newest first. A hold past `expiresAt` that the expiry sweep has not released "
+    "yet is listed with `expired: true`. Page with `cursor` (the previous page's `nextCursor`).",
+    tags=["Credits"],
+    responses=http_api.route_responses("A page of open holds"),
+)
+def list_holds(
+    *,
+    account_id: http_api.CurrentAccount,
+    limit: Annotated[
+        int, Query(ge=1, le=queries.MAX_LIMIT, description="Holds per page (1-100)")
+    ] = queries.DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None,
+        Query(min_length=1, max_length=cursors.MAX_CURSOR_LENGTH, description="nextCursor"),
+    ] = None,
+) -> holds.HoldsPage:
+    return holds.holds(wiring.store(), account_id, cursors.signer(), limit=limit, cursor=cursor)
 
 
 @logger.inject_lambda_context(

@@ -35,6 +35,7 @@ Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 ROUTES: dict[str, Handler] = {
     "/v1/credits/balance": balance_app.lambda_handler,
     "/v1/credits/balances": balance_app.lambda_handler,
+    "/v1/credits/holds": balance_app.lambda_handler,
     "/v1/credits/transactions": transactions_app.lambda_handler,
     "/v1/credits/stats": stats_app.lambda_handler,
     "/v1/account/summary": summary_app.lambda_handler,
@@ -415,6 +416,7 @@ def test_no_client_input_gets_a_500(
 EVENT_ROUTES = {
     "balance": ("/v1/credits/balance", balance_app.lambda_handler),
     "balances": ("/v1/credits/balances", balance_app.lambda_handler),
+    "holds": ("/v1/credits/holds", balance_app.lambda_handler),
     "transactions": ("/v1/credits/transactions", transactions_app.lambda_handler),
     "stats": ("/v1/credits/stats", stats_app.lambda_handler),
     "account-summary": ("/v1/account/summary", summary_app.lambda_handler),
@@ -461,6 +463,7 @@ def test_the_event_file_works_with_its_handler(
     expected_key = {
         "balance": "available",
         "balances": "balances",
+        "holds": "data",
         "transactions": "data",
         "stats": "totalUsed",
         "account-summary": "accountId",

@@ -1,13 +1,14 @@
-"""Opaque, tamper-evident pagination cursors for the transactions API.
+"""Opaque, tamper-evident pagination cursors for the transactions and holds routes.
 
-A cursor names the ledger sequence a page ended at. It is `base64url(payload)` + "." +
+A cursor names where a page ended: a ledger sequence (transactions), or another position its
+route defines and `verify` checks (holds: `reads.holds`). It is `base64url(payload)` + "." +
 `base64url(HMAC-SHA256)`, where the MAC also covers the account id and the query's filters
 (its *scope*) without carrying them: a cursor only continues the query it came from, for the
 account it was issued to. Anything else (edited, truncated, another account's, another
 filter's) is rejected as a client error naming the `cursor` parameter.
 
 The key comes from `CURSOR_SIGNING_KEY` (a Secrets Manager secret in `template.yaml`).
-Without it the transactions API fails closed rather than issue unsigned cursors.
+Without it the paged routes fail closed rather than issue unsigned cursors.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from serverless_credits.domain.errors import ValidationFailed
 VERSION = 1
 MAX_CURSOR_LENGTH = 512
 MIN_KEY_LENGTH = 16
-_POSITION = re.compile(r"^[1-9][0-9]{0,11}$")  # a ledger sequence
+LEDGER_SEQUENCE = re.compile(r"^[1-9][0-9]{0,11}$")  # the transactions route's position
 
 
 class CursorSigningKeyMissing(RuntimeError):
@@ -76,14 +77,21 @@ class CursorSigner:
         return hmac.new(self.key, message, hashlib.sha256).digest()
 
     def sign(self, *, account_id: str, scope: str, position: str) -> str:
-        """A cursor continuing after `position` (a ledger sequence) for this account and scope."""
+        """A cursor continuing after `position` for this account and scope."""
         payload = _b64encode(
             json.dumps({"v": VERSION, "p": position}, separators=(",", ":")).encode()
         )
         return f"{payload}.{_b64encode(self._mac(account_id, scope, payload))}"
 
-    def verify(self, token: str, *, account_id: str, scope: str) -> str:
-        """The position a cursor continues after, or `InvalidCursor`."""
+    def verify(
+        self,
+        token: str,
+        *,
+        account_id: str,
+        scope: str,
+        position: re.Pattern[str] = LEDGER_SEQUENCE,
+    ) -> str:
+        """The position a cursor continues after (matching `position`), or `InvalidCursor`."""
         if not token or len(token) > MAX_CURSOR_LENGTH or token.count(".") != 1:
             raise InvalidCursor()
         payload, signature = token.split(".")
@@ -96,10 +104,10 @@ class CursorSigner:
             raise InvalidCursor()
         if not isinstance(data, dict) or data.get("v") != VERSION:
             raise InvalidCursor()
-        position = data.get("p")
-        if not isinstance(position, str) or not _POSITION.fullmatch(position):
+        found = data.get("p")
+        if not isinstance(found, str) or not position.fullmatch(found):
             raise InvalidCursor()
-        return position
+        return found
 
 
 def signer() -> CursorSigner:
@@ -107,4 +115,4 @@ def signer() -> CursorSigner:
     return CursorSigner.from_settings(get_settings())
 
 
-__all__ = ["CursorSigner", "CursorSigningKeyMissing", "InvalidCursor", "signer"]
+__all__ = ["LEDGER_SEQUENCE", "CursorSigner", "CursorSigningKeyMissing", "InvalidCursor", "signer"]
