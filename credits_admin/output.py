@@ -20,6 +20,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "description",
         "actor",
     ),
+    "holds": ("holdId", "amount", "createdAt", "expiresAt", "expired", "description"),
     "inconsistent": ("accountId", "balance", "ledgerSum", "unresolved", "chainBreaks"),
 }
 MAX_CELL = 60

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _accounts(groups)
     _keys(groups)
     _credits(groups)
+    _holds(groups)
     ledger = groups.add_parser("ledger", help="an account's ledger, newest first")
     ledger.add_argument("account_id", metavar="ID")
     ledger.add_argument("--limit", type=values.positive_int, metavar="N", help="1..100 (20)")
@@ -201,6 +202,22 @@ def _credits(groups: Commands) -> None:
     refund.add_argument("--reason", metavar="TEXT")
     _idempotency(refund)
     refund.set_defaults(build=requests.credits_refund)
+
+
+def _holds(groups: Commands) -> None:
+    commands = _sub(groups, "holds", "credits set aside by services (reserve, then capture)")
+    listing = commands.add_parser("list", help="an account's open holds, newest first")
+    listing.add_argument("account_id", metavar="ID")
+    listing.set_defaults(build=requests.holds_list)
+    release = commands.add_parser(
+        "release",
+        help="give a hold's credits back (a service that will never capture it)",
+    )
+    release.add_argument("account_id", metavar="ID")
+    release.add_argument("hold_id", metavar="HOLD_ID")
+    release.add_argument("--reason", metavar="TEXT")
+    _idempotency(release)
+    release.set_defaults(build=requests.holds_release)
 
 
 def _events(groups: Commands) -> None:

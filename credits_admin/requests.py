@@ -171,6 +171,15 @@ def credits_refund(args: argparse.Namespace) -> AdminRequest:
     )
 
 
+# ---------------------------------------------------------------- holds
+def holds_list(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("holds.list", {"accountId": args.account_id})
+
+
+def holds_release(args: argparse.Namespace) -> AdminRequest:
+    return _money("holds.release", args, holdId=args.hold_id, reason=args.reason)
+
+
 # ---------------------------------------------------------------- ledger, reconcile
 def ledger_list(args: argparse.Namespace) -> AdminRequest:
     return AdminRequest("ledger.list", {"accountId": args.account_id, **_given(limit=args.limit)})

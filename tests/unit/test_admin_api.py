@@ -15,9 +15,9 @@ from botocore.exceptions import ClientError
 
 from functions.admin import app
 from serverless_credits import wiring
-from serverless_credits.domain.commands import DebitCommand
+from serverless_credits.domain.commands import DebitCommand, ReserveCommand
 from serverless_credits.domain.errors import AccountSuspended
-from serverless_credits.domain.models import AccountStatus
+from serverless_credits.domain.models import AccountStatus, EntryType
 from serverless_credits.storage.store import CreditsStore
 from serverless_credits.transport import admin_api
 
@@ -540,3 +540,76 @@ def test_the_handler_answers_results_and_refusals(
     stored = wiring.store().accounts.get(created["accountId"], consistent=True)
     assert stored is not None
     assert stored.status is AccountStatus.ACTIVE
+
+
+# ---------------------------------------------------------------- holds
+def reserve(account_id: str, amount: int, key: str, description: str = "") -> str:
+    result = wiring.ledger().holds.reserve(
+        ReserveCommand(
+            account_id=account_id,
+            idempotency_key=key,
+            amount=Decimal(amount),
+            description=description,
+        )
+    )
+    assert result.hold_id is not None
+    return result.hold_id
+
+
+def test_holds_list_shows_open_holds_newest_first_with_descriptions(
+    call: Call, account: str, materialize: Callable[[], int]
+) -> None:
+    first = reserve(account, 30, "r-1", "transcription job 1")
+    second = reserve(account, 20, "r-2", "transcription job 2")
+    materialize()  # the HOLD items (descriptions) come from the stream
+
+    listed = call("holds.list", accountId=account)
+
+    assert (listed["reserved"], listed["available"]) == (50, 50)
+    assert [h["holdId"] for h in listed["holds"]] in ([second, first], [first, second])
+    by_id = {h["holdId"]: h for h in listed["holds"]}
+    assert by_id[first]["amount"] == 30
+    assert by_id[first]["description"] == "transcription job 1"
+    assert by_id[second]["expired"] is False
+
+
+def test_an_operator_releases_a_hold_once_and_is_named_on_the_entry(
+    call: Call, account: str, moto_store: CreditsStore, materialize: Callable[[], int]
+) -> None:
+    hold = reserve(account, 40, "r-stuck")
+
+    released = call("holds.release", accountId=account, holdId=hold, idempotencyKey="op-rel-1")
+    again = call("holds.release", accountId=account, holdId=hold, idempotencyKey="op-rel-1")
+
+    assert released["released"] == 40
+    assert released["available"] == 100
+    assert again["replayed"] is True
+    assert call("holds.list", accountId=account)["holds"] == []
+    materialize()
+    entries, _ = moto_store.entries.page(account, limit=10)
+    release = entries[0]
+    assert (release.type, release.actor, release.hold_id) == (EntryType.RELEASE, ACTOR, hold)
+
+
+def test_releasing_a_closed_or_unknown_hold_is_refused(
+    call: Call, account: str, materialize: Callable[[], int]
+) -> None:
+    hold = reserve(account, 10, "r-closed")
+    call("holds.release", accountId=account, holdId=hold, idempotencyKey="op-rel-a")
+    materialize()
+
+    closed = call("holds.release", accountId=account, holdId=hold, idempotencyKey="op-rel-b")
+    unknown = call(
+        "holds.release", accountId=account, holdId="hold_0123456789abcdef", idempotencyKey="x"
+    )
+    malformed = call("holds.release", accountId=account, holdId="nope", idempotencyKey="y")
+
+    assert error_of(closed) == "HOLD_NOT_OPEN"
+    assert error_of(unknown) == "HOLD_NOT_FOUND"
+    assert error_of(malformed) == "VALIDATION_ERROR"
+
+
+def test_holds_of_an_unknown_account(call: Call) -> None:
+    response: dict[str, Any] = call("holds.list", accountId="acct_nobody")
+
+    assert error_of(response) == "ACCOUNT_NOT_FOUND"

@@ -13,7 +13,7 @@ from typing import Annotated, Self
 
 from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
-from serverless_credits.domain.commands import Actor, Currency, Reason, StrictCommand
+from serverless_credits.domain.commands import Actor, Currency, HoldId, Reason, StrictCommand
 from serverless_credits.domain.models import (
     AccountId,
     IdempotencyKey,
@@ -175,6 +175,18 @@ class RefundRequest(MoneyRequest):
 
     transaction_id: TransactionId
     amount: PositiveAmount | None = None
+    reason: ShortText = ""
+
+
+# ---------------------------------------------------------------- holds
+class HoldsRequest(AccountRequest):
+    """`holds.list`: the account's open holds (at most `domain.holds.MAX_OPEN_HOLDS`)."""
+
+
+class ReleaseHoldRequest(MoneyRequest):
+    """`holds.release`: give a hold's credits back (a service that will never capture it)."""
+
+    hold_id: HoldId
     reason: ShortText = ""
 
 

@@ -26,6 +26,7 @@ from serverless_credits.domain.admin_commands import (
     CreateKeyRequest,
     FlagRequest,
     GrantRequest,
+    HoldsRequest,
     LedgerRequest,
     ListAccountsRequest,
     ListKeysRequest,
@@ -33,6 +34,7 @@ from serverless_credits.domain.admin_commands import (
     ReactivateRequest,
     ReconcileRequest,
     RefundRequest,
+    ReleaseHoldRequest,
     ReplayEventsRequest,
     RevokeKeyRequest,
     RotateKeysRequest,
@@ -47,12 +49,14 @@ from serverless_credits.domain.commands import (
     CreateAccountCommand,
     CreditCommand,
     RefundCommand,
+    ReleaseCommand,
 )
 from serverless_credits.domain.errors import ApiKeyNotFound, ValidationFailed
 from serverless_credits.domain.models import (
     Account,
     AccountStatus,
     ApiKeyMapping,
+    Hold,
     LedgerEntry,
     OperationResult,
     utc_now,
@@ -134,6 +138,14 @@ class RevokedKey:
 class MoneyResult:
     result: OperationResult
     idempotency_key: str
+
+
+@dataclass(frozen=True)
+class AccountHolds:
+    """An account's open holds: its item (the `holds` map decides) and their HOLD items."""
+
+    account: Account
+    described: dict[str, Hold]
 
 
 @dataclass(frozen=True)
@@ -402,6 +414,24 @@ class Administration:
                 )
             ),
         )
+
+    # ------------------------------------------------------------ holds
+    def holds(self, request: HoldsRequest) -> AccountHolds:
+        account, described = self._ledger.holds.open_holds(request.account_id)
+        return AccountHolds(account, described)
+
+    def release_hold(self, request: ReleaseHoldRequest) -> MoneyResult:
+        result = self._ledger.holds.release(
+            ReleaseCommand(
+                account_id=request.account_id,
+                idempotency_key=request.idempotency_key,
+                hold_id=request.hold_id,
+                description=request.reason or "Released by an operator",
+            ),
+            actor=request.actor,
+        )
+        self._log("release hold", request.actor, request.account_id, holdId=request.hold_id)
+        return MoneyResult(result, request.idempotency_key)
 
     # ------------------------------------------------------------ ledger
     def entries(self, request: LedgerRequest) -> list[LedgerEntry]:

@@ -165,8 +165,8 @@ class HoldOperations:
 
         return self._close(command, "capture", capturing, capture=True)
 
-    def release(self, command: ReleaseCommand) -> OperationResult:
-        """Give all of a hold back to `available`."""
+    def release(self, command: ReleaseCommand, *, actor: str | None = None) -> OperationResult:
+        """Give all of a hold back to `available` (`actor`: the operator who did, if one)."""
 
         def releasing(held: OpenHold) -> Operation:
             return Operation(
@@ -176,6 +176,7 @@ class HoldOperations:
                 hold_id=command.hold_id,
                 reason=ReleaseReason.RELEASED,
                 description=command.description or f"Release of {command.hold_id}",
+                actor=actor,
             )
 
         return self._close(command, "release", releasing, capture=False)
@@ -224,6 +225,14 @@ class HoldOperations:
                 return None  # written up to the account's version: never this account's
             self._sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def open_holds(self, account_id: str) -> tuple[Account, dict[str, Hold]]:
+        """The account (strongly consistent: its `holds` map) and the HOLD items of its open
+        holds, for an operator's listing."""
+        account = self._accounts.get(account_id, consistent=True)
+        if account is None:
+            raise AccountNotFound(account_id)
+        return account, self._holds.get_many(account_id, (account.holds or {}).keys())
 
     # ------------------------------------------------------------ expiry
     def expire(self, account_id: str, hold_id: str) -> OperationResult | None:

@@ -27,7 +27,7 @@ from pydantic import AwareDatetime, Field
 
 from serverless_credits.domain.errors import AccountNotFound, ValidationFailed
 from serverless_credits.domain.holds import HOLD_ID_PATTERN, expired_holds
-from serverless_credits.domain.models import CamelModel, Hold, OpenHold, utc_now
+from serverless_credits.domain.models import Account, CamelModel, Hold, OpenHold, utc_now
 from serverless_credits.domain.money import Credits, jsonable, normalize
 from serverless_credits.reads.cursor import CursorSigner
 from serverless_credits.reads.queries import DEFAULT_LIMIT, MAX_LIMIT
@@ -74,6 +74,11 @@ def _order(item: tuple[str, OpenHold]) -> tuple[int, str]:
     return held.created_at, hold_id
 
 
+def newest_first(account: Account) -> list[tuple[str, OpenHold]]:
+    """The account's open holds, newest first (the hold id breaks ties within a second)."""
+    return sorted((account.holds or {}).items(), key=_order, reverse=True)
+
+
 def hold_view(hold_id: str, held: OpenHold, described: Hold | None, *, expired: bool) -> HoldView:
     """An open hold as the API shows it: figures from the account item, words from its HOLD
     item (when written)."""
@@ -113,10 +118,10 @@ def holds(
     account = store.accounts.get(account_id, consistent=True)
     if account is None:
         raise AccountNotFound(account_id)
-    newest_first = sorted((account.holds or {}).items(), key=_order, reverse=True)
+    listed = newest_first(account)
     if after is not None:
-        newest_first = [item for item in newest_first if _order(item) < after]
-    page, more = newest_first[:limit], len(newest_first) > limit
+        listed = [item for item in listed if _order(item) < after]
+    page, more = listed[:limit], len(listed) > limit
     described = store.holds.get_many(account_id, [hold_id for hold_id, _ in page]) if page else {}
     expired = set(expired_holds(account, now or utc_now()))
     return HoldsPage(
@@ -134,4 +139,4 @@ def holds(
     )
 
 
-__all__ = ["HoldView", "HoldsPage", "holds"]
+__all__ = ["HoldView", "HoldsPage", "hold_view", "holds", "newest_first"]

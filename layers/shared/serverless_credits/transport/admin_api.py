@@ -14,9 +14,11 @@ from pydantic import BaseModel, ValidationError
 
 from serverless_credits.domain import admin_commands as requests
 from serverless_credits.domain.errors import CreditsError, ValidationFailed
-from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry
+from serverless_credits.domain.holds import expired_holds
+from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry, utc_now
 from serverless_credits.domain.money import json_number
 from serverless_credits.ledger.admin import (
+    AccountHolds,
     Administration,
     MoneyResult,
     NewAccount,
@@ -25,6 +27,7 @@ from serverless_credits.ledger.admin import (
     RevokedKey,
 )
 from serverless_credits.ledger.event_replay import ReplayReport
+from serverless_credits.reads.holds import hold_view, newest_first
 from serverless_credits.reads.queries import balance_view, transaction_view
 from serverless_credits.transport.responses import debit_error, validation_error
 
@@ -150,6 +153,23 @@ def _replayed(report: ReplayReport) -> Json:
     return result
 
 
+def _holds(found: AccountHolds) -> Json:
+    account = found.account
+    now = utc_now()
+    expired = set(expired_holds(account, now))
+    return {
+        "accountId": account.account_id,
+        "reserved": json_number(account.reserved),
+        "available": json_number(account.available),
+        "holds": [
+            _json(
+                hold_view(hold_id, held, found.described.get(hold_id), expired=hold_id in expired)
+            )
+            for hold_id, held in newest_first(account)
+        ],
+    }
+
+
 # name -> (request model, use case, result as JSON)
 Operation = tuple[
     type[requests.AdminRequest],
@@ -177,6 +197,8 @@ OPERATIONS: dict[str, Operation] = {
     "credits.grant": (requests.GrantRequest, Administration.grant, _money),
     "credits.adjust": (requests.AdjustRequest, Administration.adjust, _money),
     "credits.refund": (requests.RefundRequest, Administration.refund, _money),
+    "holds.list": (requests.HoldsRequest, Administration.holds, _holds),
+    "holds.release": (requests.ReleaseHoldRequest, Administration.release_hold, _money),
     "ledger.list": (requests.LedgerRequest, Administration.entries, _entries),
     "reconcile": (requests.ReconcileRequest, Administration.reconcile, _reconciled),
     "events.replay": (requests.ReplayEventsRequest, Administration.replay_events, _replayed),
