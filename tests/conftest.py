@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
 
 from devtools import dynamodb_local
 from devtools.dynamodb_local import DynamoDBLocal
@@ -39,11 +41,30 @@ os.environ.pop("AWS_PROFILE", None)
 _table_numbers = itertools.count()
 
 
+def _moto_writes_one_item_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies a conditional write atomically; moto 5 checks the condition, then
+    applies the update, without a lock. The materializer writes a batch's versions in
+    parallel, so on moto a hold's conditional open (checked before its close, applied
+    after it) could reopen a closed HOLD item, which DynamoDB never does. moto's writes
+    are serialized here, as DynamoDB serializes the writes of one item. (Concurrency and
+    atomicity are still proven on DynamoDB Local only: tests/integration.)"""
+    lock = threading.Lock()
+    for name in ("put_item", "update_item", "delete_item"):
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(self: DynamoDBBackend, *args: Any, _original: Any = original, **kw: Any) -> Any:
+            with lock:
+                return _original(self, *args, **kw)
+
+        monkeypatch.setattr(DynamoDBBackend, name, locked)
+
+
 @pytest.fixture
 def moto_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[CreditsStore]:
     """A fresh credits table in moto, and the library's service wired to it."""
     monkeypatch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    _moto_writes_one_item_at_a_time(monkeypatch)
     with mock_aws():
         wiring.reset()
         store = wiring.store()

@@ -29,13 +29,23 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return response
 
 
+# What a successful operation's `amount` is, as a metric: only debits and captures charge.
+AMOUNT_METRICS = {
+    "debit": "CreditsDebited",
+    "capture": "CreditsDebited",
+    "void": "CreditsVoided",
+    "reserve": "CreditsReserved",
+    "release": "CreditsReleased",
+}
+
+
 def _record_metrics(event: Any, response: dict[str, Any]) -> None:
-    void = isinstance(event, dict) and event.get("operation") == "void"
+    operation = event.get("operation", "debit") if isinstance(event, dict) else "debit"
     if "error" in response:
         metrics.add_metric(name="DebitsDeclined", unit=MetricUnit.Count, value=1)
         logger.info("request refused", extra={"code": response["error"]["code"]})
     elif response.get("replayed"):
         metrics.add_metric(name="IdempotentReplays", unit=MetricUnit.Count, value=1)
     else:
-        name = "CreditsVoided" if void else "CreditsDebited"
+        name = AMOUNT_METRICS.get(operation, "CreditsDebited")
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=response["amount"])

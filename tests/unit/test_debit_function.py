@@ -233,3 +233,40 @@ def test_throttling_that_outlived_the_retries_is_a_function_error(
     with pytest.raises(ServiceBusy):
         invoke({"accountId": DEMO_ACCOUNT, "amount": 1, "idempotencyKey": "k-4"})
     assert demo_balance() == DEMO_BALANCE
+
+
+def test_only_a_capture_of_a_hold_counts_as_credits_debited(
+    demo_account: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reserve sets credits aside and a release gives them back: neither is a charge."""
+    held = invoke(
+        {"operation": "reserve", "accountId": DEMO_ACCOUNT, "amount": 15, "idempotencyKey": "h-1"}
+    )
+    reserved_metrics = emitted_metrics(capsys.readouterr().out)
+    invoke(
+        {
+            "operation": "capture",
+            "accountId": DEMO_ACCOUNT,
+            "holdId": held["holdId"],
+            "amount": 6,
+            "idempotencyKey": "h-1:capture",
+        }
+    )
+    captured_metrics = emitted_metrics(capsys.readouterr().out)
+    other = invoke(
+        {"operation": "reserve", "accountId": DEMO_ACCOUNT, "amount": 4, "idempotencyKey": "h-2"}
+    )
+    capsys.readouterr()
+    invoke(
+        {
+            "operation": "release",
+            "accountId": DEMO_ACCOUNT,
+            "holdId": other["holdId"],
+            "idempotencyKey": "h-2:release",
+        }
+    )
+    released_metrics = emitted_metrics(capsys.readouterr().out)
+
+    assert reserved_metrics == {"CreditsReserved": [15]}
+    assert captured_metrics == {"CreditsDebited": [6]}
+    assert released_metrics == {"CreditsReleased": [4]}
