@@ -13,7 +13,15 @@ from decimal import Decimal
 import pytest
 
 from devtools.streams import StreamPoller, materializer_poller
-from serverless_credits.domain.models import Account, DailyUsage, EntryType, LedgerEntry, utc_now
+from serverless_credits.domain.models import (
+    Account,
+    DailyUsage,
+    EntryType,
+    HoldStatus,
+    LedgerEntry,
+    ReleaseReason,
+    utc_now,
+)
 from serverless_credits.storage.store import CreditsStore
 
 
@@ -24,6 +32,28 @@ class LedgerSnapshot:
 
     def of_type(self, entry_type: EntryType) -> list[LedgerEntry]:
         return [entry for entry in self.entries if entry.type is entry_type]
+
+
+@dataclass(frozen=True)
+class HoldsLedger:
+    """An account's ledger read as holds: each hold's hold entry and closing entry."""
+
+    snapshot: LedgerSnapshot
+    opened: dict[str, LedgerEntry]  # hold id -> its hold entry
+    closed: dict[str, LedgerEntry]  # hold id -> its capture or release entry
+
+    def status(self, hold_id: str) -> HoldStatus:
+        closing = self.closed.get(hold_id)
+        return HoldStatus.OPEN if closing is None else hold_status(closing)
+
+
+def hold_status(closing: LedgerEntry) -> HoldStatus:
+    """What a capture or release entry made of its hold."""
+    if closing.type is EntryType.CAPTURE:
+        return HoldStatus.CAPTURED
+    if closing.reason is ReleaseReason.EXPIRED:
+        return HoldStatus.EXPIRED
+    return HoldStatus.RELEASED
 
 
 class LedgerAudit:
@@ -65,6 +95,62 @@ class LedgerAudit:
         assert len(set(created)) == len(created)
         assert len({e.transaction_id for e in entries}) == len(entries)
         return snapshot
+
+    def check_holds(self, account_id: str) -> HoldsLedger:
+        """`check`, and the rules of holds at every version: `reserved` is the running sum
+        of `held` and `availableAfter == balanceAfter - reserved`, never below the overdraft
+        floor; each hold has exactly one hold entry and at most one closing entry (capture
+        or release) after it, giving back exactly what it held, a capture taking no more;
+        the account item's open holds are those without a closing entry, `reserved` their
+        sum, and each HOLD item agrees with the entries."""
+        snapshot = self.check(account_id)
+        account, floor = snapshot.account, -snapshot.account.overdraft_limit
+        opened: dict[str, LedgerEntry] = {}
+        closed: dict[str, LedgerEntry] = {}
+        held_by: dict[str, Decimal] = {}  # hold id -> what it held
+        reserved = Decimal(0)
+        for entry in snapshot.entries:
+            reserved += entry.held or Decimal(0)
+            assert reserved >= 0, entry
+            assert entry.available_after == entry.balance_after - reserved, entry
+            assert entry.available_after >= floor, entry
+            hold_id = entry.hold_id
+            if entry.type is EntryType.HOLD:
+                assert hold_id is not None, entry
+                assert hold_id not in opened, f"a hold opened twice: {entry}"
+                assert entry.held is not None, entry
+                assert entry.held > 0, entry
+                assert entry.amount == 0, entry
+                opened[hold_id], held_by[hold_id] = entry, entry.held
+            elif entry.type in (EntryType.CAPTURE, EntryType.RELEASE):
+                assert hold_id in held_by, f"closes a hold never opened: {entry}"
+                assert hold_id not in closed, f"a hold closed twice: {entry}"
+                assert entry.held == -held_by[hold_id], entry
+                assert -held_by[hold_id] <= entry.amount <= 0, entry  # a capture takes <= held
+                assert (entry.type is EntryType.RELEASE) == (entry.reason is not None), entry
+                closed[hold_id] = entry
+            else:
+                assert (entry.held, hold_id) == (None, None), entry
+        still_open = {h: held for h, held in held_by.items() if h not in closed}
+        assert {h: held.amount for h, held in (account.holds or {}).items()} == still_open
+        assert account.reserved == reserved == sum(still_open.values(), Decimal(0))
+        items = self.store.holds.get_many(account_id, opened)
+        assert set(items) == set(opened)
+        for hold_id, item in items.items():
+            assert (item.amount, item.opened_by) == (
+                held_by[hold_id],
+                opened[hold_id].transaction_id,
+            )
+            closing = closed.get(hold_id)
+            if closing is None:
+                assert (item.status, item.closed_by) == (HoldStatus.OPEN, None), item
+            else:
+                assert item.status is hold_status(closing), item
+                assert (item.closed_by, item.captured) == (
+                    closing.transaction_id,
+                    -closing.amount,
+                ), item
+        return HoldsLedger(snapshot, opened, closed)
 
     def usage(
         self, account_id: str, first: date | None = None, last: date | None = None

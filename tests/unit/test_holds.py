@@ -37,6 +37,7 @@ from serverless_credits.domain.errors import (
     HoldNotOpen,
     IdempotencyConflict,
     InsufficientCredits,
+    ServiceBusy,
     TooManyOpenHolds,
     ValidationFailed,
 )
@@ -52,6 +53,7 @@ from serverless_credits.domain.models import (
     OperationResult,
     ReleaseReason,
 )
+from serverless_credits.ledger import holds as ledger_holds
 from serverless_credits.ledger.holds import EXPIRED_DESCRIPTION, SweepReport, expiry_key
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.storage import keys
@@ -533,6 +535,20 @@ def test_another_accounts_hold_is_not_found(
     assert unchanged(others, moto_store, OTHER_ACCOUNT)
     assert_ledger_invariants(moto_store)
     assert_ledger_invariants(moto_store, OTHER_ACCOUNT)
+
+
+def test_a_closed_hold_the_ledger_has_not_caught_up_with_is_busy_not_unknown(
+    moto_store: CreditsStore, account: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the stream behind (nothing materializes here), a hold the account item no longer
+    has may be one closed a moment ago: "retry" (503), never a wrong HOLD_NOT_FOUND."""
+    monkeypatch.setattr(ledger_holds, "KNOWN_HOLD_WAIT_SECONDS", 0.05)
+    behind = wiring.build_ledger(moto_store, wiring.prices(), clock=clock, sleep=lambda _: None)
+    held = reserve(behind, 10, key="r-behind")
+    release(behind, held.hold_id, key="rel-behind")
+
+    with pytest.raises(ServiceBusy):
+        capture(behind, held.hold_id, key="cap-behind")
 
 
 def test_a_closed_hold_is_not_open_and_says_how_it_closed(

@@ -214,15 +214,19 @@ class HoldOperations:
     def _known(self, account_id: str, hold_id: str, account: Account) -> Hold | None:
         """The HOLD item of a hold the account item does not have. It is written from the
         stream: while the ledger is behind the account, wait briefly for it, so that a hold
-        closed a moment ago is `HOLD_NOT_OPEN`, not `HOLD_NOT_FOUND`."""
+        closed a moment ago is `HOLD_NOT_OPEN`, not `HOLD_NOT_FOUND`; still behind after
+        the wait, the answer is "retry" (`ServiceBusy`), never a wrong `HOLD_NOT_FOUND`."""
         deadline = time.monotonic() + KNOWN_HOLD_WAIT_SECONDS
         delay = 0.01
         while True:
+            # The head before the item: a head at the account's version proves the item
+            # (had the hold been this account's) was written before it was read.
+            caught_up = self._entries.head(account_id).version >= account.version
             known = self._holds.get(account_id, hold_id)
-            if known is not None or time.monotonic() >= deadline:
+            if known is not None or caught_up:
                 return known
-            if self._entries.head(account_id).version >= account.version:
-                return None  # written up to the account's version: never this account's
+            if time.monotonic() >= deadline:
+                raise ServiceBusy("the ledger is catching up with the account: retry shortly")
             self._sleep(delay)
             delay = min(delay * 2, 0.2)
 
