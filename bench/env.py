@@ -140,8 +140,9 @@ class Environment:
     def function_env(self, logical_id: str) -> dict[str, str]:
         """The function's environment from template.yaml, pointed at DynamoDB Local."""
         environment = dict(self.specs[logical_id].environment)
-        if "CURSOR_SIGNING_KEY" in environment:
+        if "CURSOR_SIGNING_KEY" in environment:  # no Secrets Manager here: a local key
             environment["CURSOR_SIGNING_KEY"] = CURSOR_SIGNING_KEY
+            environment["CURSOR_SIGNING_SECRET_ARN"] = ""
         return {**environment, **self.local_env, **TRACING_OFF}
 
     @contextlib.contextmanager

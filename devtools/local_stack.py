@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -276,6 +277,10 @@ class LocalStack:
                 # The EventPublisherFunction's bus and replay queue: local_events beside it.
                 "AWS_ENDPOINT_URL_EVENTBRIDGE": self.lambda_endpoint,
                 "AWS_ENDPOINT_URL_SQS": self.lambda_endpoint,
+                # No Secrets Manager here: the paged routes sign cursors with a key made for
+                # this run (CURSOR_SIGNING_KEY, local only: docs/security.md).
+                "CURSOR_SIGNING_SECRET_ARN": "",
+                "CURSOR_SIGNING_KEY": secrets.token_urlsafe(32),
             }
         )
         # The stream consumers run before the demo's history is seeded (it waits for them).

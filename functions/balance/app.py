@@ -64,7 +64,9 @@ def list_holds(
         Query(min_length=1, max_length=cursors.MAX_CURSOR_LENGTH, description="nextCursor"),
     ] = None,
 ) -> holds.HoldsPage:
-    return holds.holds(wiring.store(), account_id, cursors.signer(), limit=limit, cursor=cursor)
+    return holds.holds(
+        wiring.store(), account_id, wiring.cursor_signer(), limit=limit, cursor=cursor
+    )
 
 
 @logger.inject_lambda_context(

@@ -26,7 +26,13 @@ app = http_api.create_app(metrics)
     summary="Transaction history",
     description="Ledger entries, most recent first. Page with `cursor` (the previous page's "
     "`nextCursor`: one read per page, no gaps or repeats while new entries arrive) or, for "
-    f"compatibility, `offset` (at most {queries.MAX_OFFSET}).",
+    f"compatibility, `offset` (at most {queries.MAX_OFFSET:,}). Every page is bounded: it "
+    f"examines at most {queries.MAX_SCANNED:,} ledger entries (plus the `offset` skipped) in "
+    f"at most {queries.MAX_QUERIES} DynamoDB Queries. A `type` or time filter that matches "
+    "fewer entries than that returns a **partial** page (`partial: true`, possibly empty, "
+    "`hasMore: true`) whose `nextCursor` continues the search: keep following `nextCursor` "
+    "until `hasMore` is false. An `offset` the bound cannot reach under a filter is a 400 "
+    "VALIDATION_ERROR naming `offset` (page with `cursor`).",
     tags=["Credits"],
     responses=http_api.route_responses("A page of transactions"),
 )
@@ -37,7 +43,12 @@ def list_transactions(
         int, Query(ge=1, le=queries.MAX_LIMIT, description="Entries per page (1-100)")
     ] = queries.DEFAULT_LIMIT,
     offset: Annotated[
-        int, Query(ge=0, le=queries.MAX_OFFSET, description="Entries to skip (compatibility)")
+        int,
+        Query(
+            ge=0,
+            le=queries.MAX_OFFSET,
+            description=f"Entries to skip (compatibility; 0-{queries.MAX_OFFSET:,})",
+        ),
     ] = 0,
     cursor: Annotated[
         str | None,
@@ -58,7 +69,7 @@ def list_transactions(
     return queries.transactions(
         wiring.store(),
         account_id,
-        cursors.signer(),
+        wiring.cursor_signer(),
         limit=limit,
         offset=offset,
         cursor=cursor,

@@ -74,3 +74,17 @@ def test_env_json_only_sets_variables_the_template_declares(
             f"{function}: template.yaml must declare {undeclared} (e.g. empty in "
             "Globals.Function.Environment) or sam local ignores them"
         )
+
+
+def test_functions_reading_the_cursor_secret_get_a_local_key_instead(
+    env_vars: dict[str, dict[str, str]],
+) -> None:
+    """No Secrets Manager under `sam local`: the secret's name is blanked, which makes the
+    functions use the local-only CURSOR_SIGNING_KEY (docs/security.md)."""
+    readers = [
+        f for f, s in template.functions().items() if "CURSOR_SIGNING_SECRET_ARN" in s.environment
+    ]
+    assert readers
+    for function in readers:
+        assert env_vars[function]["CURSOR_SIGNING_SECRET_ARN"] == ""
+        assert len(env_vars[function]["CURSOR_SIGNING_KEY"]) >= 16

@@ -18,6 +18,12 @@ class Settings(BaseModel):
     idempotency_retention_hours: int = Field(
         default=48, alias="IDEMPOTENCY_RETENTION_HOURS", ge=24, le=24 * 365
     )
+    # The pagination cursors' HMAC key: read at runtime from this Secrets Manager secret
+    # (`wiring.cursor_signer`, cached `secret_cache_seconds`), never from the environment.
+    cursor_signing_secret_arn: str | None = Field(default=None, alias="CURSOR_SIGNING_SECRET_ARN")
+    secret_cache_seconds: int = Field(default=300, alias="SECRET_CACHE_SECONDS", ge=0, le=86400)
+    # Local development and tests only (env.json, the local stack): the key itself, used
+    # when no secret is named. The template names the secret, so in AWS this is ignored.
     cursor_signing_key: SecretStr | None = Field(default=None, alias="CURSOR_SIGNING_KEY")
     debit_function_name: str | None = Field(default=None, alias="DEBIT_FUNCTION_NAME")
     # How long a function trusts what it cached: API-key mappings and the price list.

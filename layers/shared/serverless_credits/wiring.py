@@ -9,6 +9,7 @@ function's cold start does not import the others' code.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +19,7 @@ from serverless_credits.config import Settings, get_settings
 from serverless_credits.domain.models import utc_now
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.reads.cursor import CursorSigner, CursorSigningKeyMissing
 from serverless_credits.storage.store import CreditsStore
 
 if TYPE_CHECKING:
@@ -65,6 +67,26 @@ def build_ledger(
 @functools.cache
 def ledger() -> Ledger:
     return build_ledger(store(), prices())
+
+
+def cursor_signer() -> CursorSigner:
+    """The pagination cursors' signer. In AWS the key is the `CURSOR_SIGNING_SECRET_ARN`
+    secret, read through Powertools Parameters on first use and cached `SECRET_CACHE_SECONDS`
+    (a rotated key is picked up within that); without a secret named (local development,
+    tests) the `CURSOR_SIGNING_KEY` setting. Raises `CursorSigningKeyMissing` without a key."""
+    settings = get_settings()
+    if not settings.cursor_signing_secret_arn:
+        return CursorSigner.from_settings(settings)
+    from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415 - paged routes only
+
+    value = parameters.get_secret(
+        settings.cursor_signing_secret_arn, max_age=settings.secret_cache_seconds
+    )
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        raise CursorSigningKeyMissing("the cursor signing secret is not a string")
+    return CursorSigner.from_key(value, source="the cursor signing secret")
 
 
 @functools.cache
@@ -183,3 +205,8 @@ def reset() -> None:
         admin,
     ):
         cached.cache_clear()
+    if "aws_lambda_powertools.utilities.parameters" in sys.modules:
+        from aws_lambda_powertools.utilities import parameters  # noqa: PLC0415
+
+        # Forgets the providers: the cached secret and the Secrets Manager client.
+        parameters.clear_caches()  # type: ignore[no-untyped-call]

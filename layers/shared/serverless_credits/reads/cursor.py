@@ -7,8 +7,10 @@ route defines and `verify` checks (holds: `reads.holds`). It is `base64url(paylo
 account it was issued to. Anything else (edited, truncated, another account's, another
 filter's) is rejected as a client error naming the `cursor` parameter.
 
-The key comes from `CURSOR_SIGNING_KEY` (a Secrets Manager secret in `template.yaml`).
-Without it the paged routes fail closed rather than issue unsigned cursors.
+The key is a Secrets Manager secret (`CursorSigningSecret` in `template.yaml`) that
+`wiring.cursor_signer` reads at runtime; `CURSOR_SIGNING_KEY` stands in for it in local
+development and tests (docs/security.md). Without a key the paged routes fail closed rather
+than issue unsigned cursors.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from serverless_credits.config import Settings, get_settings
+from serverless_credits.config import Settings
 from serverless_credits.domain.errors import ValidationFailed
 
 VERSION = 1
@@ -59,15 +61,20 @@ class CursorSigner:
     key: bytes
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CursorSigner:
-        secret = settings.cursor_signing_key
-        value = secret.get_secret_value() if secret is not None else ""
+    def from_key(cls, value: str, *, source: str = "CURSOR_SIGNING_KEY") -> CursorSigner:
+        """A signer for `value` (`source` names where it came from, for the error)."""
         if len(value) < MIN_KEY_LENGTH:
             raise CursorSigningKeyMissing(
-                "CURSOR_SIGNING_KEY is missing or shorter than "
+                f"{source} is missing or shorter than "
                 f"{MIN_KEY_LENGTH} characters: refusing to issue or accept pagination cursors"
             )
         return cls(value.encode())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CursorSigner:
+        """The local/test key from the settings (`CURSOR_SIGNING_KEY`)."""
+        secret = settings.cursor_signing_key
+        return cls.from_key(secret.get_secret_value() if secret is not None else "")
 
     def __repr__(self) -> str:
         return "CursorSigner(key=***)"
@@ -110,9 +117,4 @@ class CursorSigner:
         return found
 
 
-def signer() -> CursorSigner:
-    """The signer for this process's settings (raises `CursorSigningKeyMissing` without a key)."""
-    return CursorSigner.from_settings(get_settings())
-
-
-__all__ = ["LEDGER_SEQUENCE", "CursorSigner", "CursorSigningKeyMissing", "InvalidCursor", "signer"]
+__all__ = ["LEDGER_SEQUENCE", "CursorSigner", "CursorSigningKeyMissing", "InvalidCursor"]
