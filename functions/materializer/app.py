@@ -18,11 +18,16 @@ metrics = Metrics()
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    response = streams.handle(event, wiring.materializer())
-    failed = len(response["batchItemFailures"])
-    metrics.add_metric(
-        name="AccountChangesRead", unit=MetricUnit.Count, value=len(event["Records"])
-    )
-    if failed:
-        metrics.add_metric(name="MaterializationFailures", unit=MetricUnit.Count, value=failed)
+    response, report = streams.materialize(event, wiring.materializer())
+    metrics.add_metric(name="AccountChangesRead", unit=MetricUnit.Count, value=report.read)
+    if report.failed:
+        metrics.add_metric(
+            name="MaterializationFailures", unit=MetricUnit.Count, value=report.failed
+        )
+        logger.warning("account changes failed", extra={"failed": report.failed})
+    if report.lag_ms is not None:
+        # The age of the batch's oldest new version: how far the ledger trails the writes.
+        metrics.add_metric(
+            name="MaterializationLag", unit=MetricUnit.Milliseconds, value=report.lag_ms
+        )
     return response

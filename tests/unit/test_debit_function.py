@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 from functions.debit import app
 from serverless_credits import wiring
 from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
-from serverless_credits.domain.errors import ServiceBusy, StorageError
+from serverless_credits.domain.errors import StorageError
 from serverless_credits.domain.models import EntryType
 from serverless_credits.storage.ledger_entries import EntryRange
 from serverless_credits.storage.store import CreditsStore
@@ -104,7 +104,7 @@ def test_debit_success_event_charges_the_demo_account(
     assert response["amount"] == 6  # voice_call_minute x 2 at 3 credits
     assert response["balanceAfter"] == response["available"] == 94
     assert demo_balance() == 94
-    assert emitted_metrics(capsys.readouterr().out) == {"CreditsDebited": [6]}
+    assert emitted_metrics(capsys.readouterr().out) == {"Debits": [1], "CreditsDebited": [6]}
 
 
 def test_debit_insufficient_event_is_refused_with_the_available_amount(
@@ -146,7 +146,7 @@ def test_debit_replay_event_sent_twice_charges_once(
     assert second == {**first, "replayed": True}
     assert demo_balance() == Decimal("97.5")
     assert debit_entries(moto_store, materialize) == 1
-    assert first_metrics == {"CreditsDebited": [2.5]}
+    assert first_metrics == {"Debits": [1], "CreditsDebited": [2.5]}
     assert second_metrics == {"IdempotentReplays": [1]}
 
 
@@ -156,7 +156,7 @@ def test_the_handler_emits_the_debited_credits_as_a_metric(
 ) -> None:
     invoke({"accountId": DEMO_ACCOUNT, "amount": 1.25, "idempotencyKey": "m-1"})
 
-    assert emitted_metrics(capsys.readouterr().out) == {"CreditsDebited": [1.25]}
+    assert emitted_metrics(capsys.readouterr().out) == {"Debits": [1], "CreditsDebited": [1.25]}
 
 
 def test_a_void_through_the_handler_gives_the_debit_back(
@@ -166,7 +166,7 @@ def test_a_void_through_the_handler_gives_the_debit_back(
     capsys.readouterr()
 
     voided = invoke({"operation": "void", "accountId": DEMO_ACCOUNT, "idempotencyKey": "m-2"})
-    assert emitted_metrics(capsys.readouterr().out) == {"CreditsVoided": [3]}
+    assert emitted_metrics(capsys.readouterr().out) == {"Voids": [1], "CreditsVoided": [3]}
     refund = invoke(
         {"operation": "refund", "accountId": DEMO_ACCOUNT, "idempotencyKey": "m-2", "amount": 1}
     )
@@ -219,7 +219,7 @@ def test_an_unexpected_failure_is_a_function_error(
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics to publish:UserWarning")
-def test_throttling_that_outlived_the_retries_is_a_function_error(
+def test_throttling_that_outlived_the_retries_is_a_typed_retryable_error(
     demo_account: str, moto_store: CreditsStore
 ) -> None:
     def throttle(**_: Any) -> None:
@@ -230,8 +230,8 @@ def test_throttling_that_outlived_the_retries_is_a_function_error(
     # The account update is the write's one request: no retry loop of ours around it.
     moto_store.client.meta.events.register("before-call.dynamodb.UpdateItem", throttle)
 
-    with pytest.raises(ServiceBusy):
-        invoke({"accountId": DEMO_ACCOUNT, "amount": 1, "idempotencyKey": "k-4"})
+    busy = invoke({"accountId": DEMO_ACCOUNT, "amount": 1, "idempotencyKey": "k-4"})
+    assert busy["error"]["code"] == "SERVICE_BUSY"
     assert demo_balance() == DEMO_BALANCE
 
 
@@ -267,6 +267,6 @@ def test_only_a_capture_of_a_hold_counts_as_credits_debited(
     )
     released_metrics = emitted_metrics(capsys.readouterr().out)
 
-    assert reserved_metrics == {"CreditsReserved": [15]}
-    assert captured_metrics == {"CreditsDebited": [6]}
-    assert released_metrics == {"CreditsReleased": [4]}
+    assert reserved_metrics == {"HoldsReserved": [1], "CreditsReserved": [15]}
+    assert captured_metrics == {"HoldsCaptured": [1], "CreditsDebited": [6]}
+    assert released_metrics == {"HoldsReleased": [1], "CreditsReleased": [4]}

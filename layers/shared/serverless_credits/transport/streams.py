@@ -10,12 +10,14 @@ after it is delivered again and is a no-op where it was already written)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from serverless_credits.domain.models import Account
+from serverless_credits.domain.models import Account, utc_now
 from serverless_credits.ledger.events import EventPublisher, PublishReport
 from serverless_credits.ledger.materializer import AccountChange, Materializer
 from serverless_credits.storage import keys
@@ -56,10 +58,46 @@ def account_changes(event: Mapping[str, Any]) -> tuple[list[AccountChange], list
     return changes, unreadable
 
 
-def handle(event: Mapping[str, Any], materializer: Materializer) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MaterializeReport:
+    """What the MaterializerFunction's metrics say about one batch."""
+
+    read: int  # stream records in the batch
+    failed: int  # records reported as failures (Lambda delivers them again)
+    # The materialization lag: how long ago the batch's oldest new version was written
+    # (its `updatedAt`, stamped by the write) when the batch was done, in milliseconds.
+    # Versions of accounts that failed are left out (they are measured when they succeed);
+    # None when the batch held no new version of a materialized account.
+    lag_ms: float | None
+
+
+def materialize(
+    event: Mapping[str, Any],
+    materializer: Materializer,
+    clock: Callable[[], datetime] = utc_now,
+) -> tuple[dict[str, Any], MaterializeReport]:
+    """The MaterializerFunction's batch: the partial batch response and the report."""
     changes, failed = account_changes(event)
     failed += materializer.materialize(changes)
-    return {"batchItemFailures": [{"itemIdentifier": position} for position in failed]}
+    now = clock()
+    failed_positions = set(failed)
+    failed_accounts = {c.account_id for c in changes if c.position in failed_positions}
+    ages = [
+        (now - version.updated_at).total_seconds() * 1000
+        for change in changes
+        if change.account_id not in failed_accounts and (version := change.new_version) is not None
+    ]
+    report = MaterializeReport(
+        read=len(event.get("Records", [])),
+        failed=len(failed),
+        lag_ms=max(0.0, *ages) if ages else None,
+    )
+    response = {"batchItemFailures": [{"itemIdentifier": position} for position in failed]}
+    return response, report
+
+
+def handle(event: Mapping[str, Any], materializer: Materializer) -> dict[str, Any]:
+    return materialize(event, materializer)[0]
 
 
 def publish(
