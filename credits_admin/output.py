@@ -26,18 +26,30 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 MAX_CELL = 60
 
 
-def _plain(value: Any) -> Any:
+def _exact(value: Any, indent: str | None = "") -> str:
+    """JSON text of `value` (indented by two spaces a level; on one line when `indent` is
+    None), each Decimal written as its exact literal (the AdminFunction's answer is read
+    with `parse_float=Decimal`)."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+        return format(value.normalize(), "f") if value else "0"
+    inner = None if indent is None else indent + "  "
+    opening, separator, closing = (
+        ("", ",", "") if indent is None else ("\n" + str(inner), ",\n" + str(inner), "\n" + indent)
+    )
+    if isinstance(value, Mapping) and value:
+        members = (
+            f"{json.dumps(str(k), ensure_ascii=False)}: {_exact(v, inner)}"
+            for k, v in value.items()
+        )
+        return "{" + opening + separator.join(members) + closing + "}"
+    if isinstance(value, list | tuple) and value:
+        return "[" + opening + separator.join(_exact(v, inner) for v in value) + closing + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def json_text(document: Mapping[str, Any]) -> str:
-    return json.dumps(_plain(document), indent=2, ensure_ascii=False)
+    """The result as JSON, its money exactly as the AdminFunction sent it, never a float."""
+    return _exact(document)
 
 
 def cell(value: Any) -> str:
@@ -48,7 +60,7 @@ def cell(value: Any) -> str:
     if isinstance(value, Decimal):
         text = format(value.normalize(), "f")
     elif isinstance(value, Mapping | list | tuple):
-        text = json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
+        text = _exact(value, None)
     else:
         text = str(value)
     return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
@@ -126,16 +138,18 @@ class Printer:
         code, message = error.get("code", "ERROR"), error.get("message", "")
         print(f"error: {code}: {message}", file=self.stderr)
         details = error.get("details")
-        if details:
-            print(
-                f"details: {cell(details) if not isinstance(details, list) else ''}".rstrip(),
-                file=self.stderr,
-            )
-            if isinstance(details, list):
-                for item in details:
-                    if isinstance(item, Mapping) and item.get("field"):
-                        print(f"  {item['field']}: {item.get('message', '')}", file=self.stderr)
-                    else:
-                        print(f"  {cell(item)}", file=self.stderr)
+        # A validation error names its fields under `details.fields` (the one shape).
+        fields: Any = None
+        if isinstance(details, Mapping):
+            fields = details.get("fields")
+            details = {name: value for name, value in details.items() if name != "fields"}
+        if details or isinstance(fields, list):
+            print(f"details: {cell(details) if details else ''}".rstrip(), file=self.stderr)
+        if isinstance(fields, list):
+            for item in fields:
+                if isinstance(item, Mapping) and item.get("field"):
+                    print(f"  {item['field']}: {item.get('message', '')}", file=self.stderr)
+                else:
+                    print(f"  {cell(item)}", file=self.stderr)
         if self.as_json:
             print(json_text({"error": dict(error), **extra}), file=self.stdout)

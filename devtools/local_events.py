@@ -22,10 +22,13 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
+
+from serverless_credits.domain import money
 
 PUT_EVENTS = "AWSEvents.PutEvents"
 SEND_MESSAGE_BATCH = "AmazonSQS.SendMessageBatch"
@@ -68,7 +71,8 @@ class LocalEvents:
         self._hidden: dict[str, float] = {}  # messageId -> when it is visible again
 
     def envelope(self, entry: dict[str, Any]) -> dict[str, Any]:
-        detail = json.loads(entry.get("Detail") or "{}")
+        # Money stays exact from PutEvents' Detail to the file (as EventBridge keeps the text).
+        detail = json.loads(entry.get("Detail") or "{}", parse_float=Decimal)
         return {
             "version": "0",
             "id": str(detail.get("eventId") or uuid.uuid4()),
@@ -85,7 +89,7 @@ class LocalEvents:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, path.open("a", encoding="utf-8") as handle:
             for line in lines:
-                handle.write(json.dumps(line) + "\n")
+                handle.write(money.dumps(line) + "\n")
 
     def put_events(self, body: dict[str, Any]) -> dict[str, Any]:
         envelopes = [self.envelope(entry) for entry in body.get("Entries", [])]

@@ -23,9 +23,14 @@ CURSOR_SIGNING_KEY and DEBIT_FUNCTION_NAME). The per-function view stays checkab
 
 Concurrency: each function handles one invocation at a time, like one warm execution
 environment (handler modules keep per-request state in module-level objects such as
-Powertools' resolver); different functions run concurrently. Errors come back as Lambda
-reports them: an exception is `X-Amz-Function-Error: Unhandled` with `errorMessage` and
-`errorType`; an unknown function is ResourceNotFoundException (404).
+Powertools' resolver); different functions run concurrently. Process-wide state a Lambda
+environment would own alone is made per function: Powertools keeps every `Metrics`
+instance's metrics in one class-level set, so each function's module-level `Metrics` gets a
+set of its own (`isolate_metrics`), else one function's flush would publish and clear
+another's metrics mid-invocation and fail it (the occasional 502 of issue 15).
+
+Errors come back as Lambda reports them: an exception is `X-Amz-Function-Error: Unhandled`
+with `errorMessage` and `errorType`; an unknown function is ResourceNotFoundException (404).
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -171,14 +175,16 @@ class Invocation:
 
 
 def _lambda_json(value: Any) -> bytes:
-    """Serialise a result as the Python runtime does (Decimal becomes a number)."""
+    """Serialise a result as the Python runtime (awslambdaric) does: `bytes` as they are,
+    anything else as JSON in which a Decimal is written as its exact literal, never through
+    a float (its marshaller writes `RawJSON(str(decimal))`; `money.dumps` writes the same
+    number, normalised). Unlike the runtime, NaN and infinities are refused (a MarshalError
+    here): no handler of this service may return them."""
+    if isinstance(value, bytes):
+        return value
+    from serverless_credits.domain import money  # noqa: PLC0415  # a layer, mounted at run time
 
-    def default(item: Any) -> Any:
-        if isinstance(item, Decimal):
-            return float(item)
-        raise TypeError(f"Object of type {type(item).__name__} is not JSON serializable")
-
-    return json.dumps(value, default=default).encode()
+    return money.dumps(value).encode()
 
 
 def _error_payload(error: BaseException, error_type: str, request_id: str) -> bytes:
@@ -230,7 +236,9 @@ class FunctionRuntime:
         with self._import_lock:
             if name not in self._handlers:
                 module_name, _, attribute = spec.handler.rpartition(".")
-                handler = getattr(_load_module(spec, module_name), attribute)
+                module = _load_module(spec, module_name)
+                isolate_metrics(module)
+                handler = getattr(module, attribute)
                 self._handlers[name] = handler
             return self._handlers[name]
 
@@ -283,6 +291,35 @@ class FunctionRuntime:
                 request_id, _error_payload(exc, "Runtime.MarshalError", request_id), "Unhandled"
             )
         return Invocation(request_id, payload)
+
+
+def isolate_metrics(module: ModuleType) -> None:
+    """Give each Powertools `Metrics` a function module holds a metric set of its own.
+
+    Powertools shares metrics, dimensions and metadata between all `Metrics` instances of a
+    process (class attributes), which in Lambda means one function's, one invocation at a
+    time. In this one process, function A's `log_metrics` could serialise while B adds a
+    metric, or clear the set between A's emptiness check and its serialisation
+    ("Must contain at least one metric"): an unhandled error, a 502 at the gateway. With
+    sets of its own per function, and one invocation at a time per function, each flush
+    sees only its own invocation's metrics, as in Lambda."""
+    try:
+        from aws_lambda_powertools import Metrics  # noqa: PLC0415 - only when a function uses it
+    except ImportError:  # pragma: no cover - every function of this template uses Powertools
+        return
+    for value in vars(module).values():
+        if not isinstance(value, Metrics) or value.metric_set is not Metrics._metrics:
+            continue  # not a Metrics, or isolated already (a module two functions share)
+        defaults = dict(value.default_dimensions)
+        own: dict[str, dict[str, Any]] = {
+            "metric_set": {},
+            "dimension_set": dict(value.dimension_set),
+            "metadata_set": {},
+            "default_dimensions": defaults,
+        }
+        for holder in (value, value.provider):
+            for attribute, fresh in own.items():
+                setattr(holder, attribute, fresh)
 
 
 def _load_module(spec: FunctionSpec, module_name: str) -> ModuleType:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import textwrap
 import threading
@@ -37,6 +38,7 @@ def echo(event, context):
         "requestId": context.aws_request_id,
         "remaining": context.get_remaining_time_in_millis(),
         "price": decimal.Decimal("1.5"),
+        "balance": decimal.Decimal("123456789012.345678"),
     }
 
 def fail(event, context):
@@ -105,6 +107,10 @@ def test_a_handler_runs_with_a_lambda_like_context(runtime: FunctionRuntime) -> 
     timeout = template.load_template()["Globals"]["Function"]["Timeout"]
     assert 0 < body["remaining"] <= timeout * 1000
     assert body["price"] == 1.5  # Decimal serialised as the Python runtime does
+    # ... as its exact literal (awslambdaric: `RawJSON(str(decimal))`), never via a float.
+    assert b'"balance":123456789012.345678' in result.payload
+    exact = json.loads(result.payload, parse_float=decimal.Decimal)["balance"]
+    assert exact == decimal.Decimal("123456789012.345678")
 
 
 def test_failures_are_reported_as_lambda_reports_them(runtime: FunctionRuntime) -> None:
@@ -125,13 +131,15 @@ def test_the_template_functions_get_their_environment_and_local_secrets() -> Non
     transactions = runtime.specs["TransactionsFunction"].environment
     assert transactions["TABLE_NAME"] == "local-table"
     assert transactions["STAGE"] == "dev"
-    assert "resolve:" not in transactions["CURSOR_SIGNING_KEY"]
-    assert len(transactions["CURSOR_SIGNING_KEY"]) >= 32
+    # The cursor key is no environment variable: the template names its secret (a Ref,
+    # here the logical id) and leaves the local-only key empty (the local stack sets both).
+    assert transactions["CURSOR_SIGNING_SECRET_ARN"] == "CursorSigningSecret"
+    assert transactions["CURSOR_SIGNING_KEY"] == ""
     assert runtime.specs["ExampleConsumerFunction"].environment["DEBIT_FUNCTION_NAME"] == (
         "DebitFunction"
     )
     union = runtime.environment()
-    assert union["CURSOR_SIGNING_KEY"] == transactions["CURSOR_SIGNING_KEY"]
+    assert union["CURSOR_SIGNING_SECRET_ARN"] == "CursorSigningSecret"
     assert union["TABLE_NAME"] == "local-table"
 
 
@@ -257,3 +265,107 @@ def test_a_function_busy_for_its_whole_timeout_is_throttled(
             lambda_client.invoke(FunctionName="SlowFunction", Payload=b"{}")
         busy.result()
     assert throttled.value.response["Error"]["Code"] == "TooManyRequestsException"
+
+
+# ---------------------------------------------------------------- Powertools metrics per function
+METRICS_HANDLERS = """
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+metrics = Metrics()
+
+
+@metrics.log_metrics
+def _measured(event, context):
+    before = event.get("before")
+    if before is not None and not before.wait(5):
+        raise TimeoutError("the other function never added its metric")
+    metrics.add_metric(name=event["metric"], unit=MetricUnit.Count, value=1)
+    added = event.get("added")
+    if added is not None:
+        added.set()
+    after = event.get("after")
+    if after is not None and not after.wait(5):
+        raise TimeoutError("the other function never flushed")
+    return {"metric": event["metric"]}
+
+
+def handler(event, context):
+    result = _measured(event, context)  # its metrics are flushed (printed) on return
+    flushed = event.get("flushed")
+    if flushed is not None:
+        flushed.set()
+    return result
+"""
+
+
+@pytest.fixture
+def metered(tmp_path: Path) -> FunctionRuntime:
+    """Three functions whose module-level `Metrics` flush on every invocation (each function
+    loads the module under a name of its own, as each has its own environment in Lambda)."""
+    (tmp_path / "metered.py").write_text(textwrap.dedent(METRICS_HANDLERS))
+    return FunctionRuntime(
+        {
+            name: FunctionSpec(name, tmp_path, "metered.handler", {}, {})
+            for name in ("FirstFunction", "SecondFunction", "ThirdFunction")
+        }
+    )
+
+
+def emitted(out: str) -> list[set[str]]:
+    """The metric names of each EMF document printed."""
+    documents = [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    return [
+        {metric["Name"] for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+        for document in documents
+    ]
+
+
+@pytest.mark.filterwarnings("error:No application metrics to publish:UserWarning")
+def test_one_functions_flush_never_takes_another_functions_metrics(
+    metered: FunctionRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The interleaving behind the local stack's occasional 502s, forced with events: the
+    first function adds its metric, the second adds and flushes its own, then the first
+    flushes. With Powertools' one class-level set, the second flush published and cleared the
+    first's metric, and the first then flushed nothing (or failed serialising a set emptied
+    under it). Each function must publish exactly its own metric."""
+    first_added, second_flushed = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(
+            metered.invoke,
+            "FirstFunction",
+            {"metric": "First", "added": first_added, "after": second_flushed},
+        )
+        second = pool.submit(
+            metered.invoke,
+            "SecondFunction",
+            {"metric": "Second", "before": first_added, "flushed": second_flushed},
+        )
+        results = [first.result(), second.result()]
+
+    assert [result.failed for result in results] == [False, False], [
+        result.json() for result in results
+    ]
+    assert emitted(capsys.readouterr().out) == [{"Second"}, {"First"}]
+
+
+def test_many_threads_invoking_metered_functions_never_fail(
+    metered: FunctionRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hammering: 16 threads, 600 invocations over three functions; every invocation
+    succeeds and every metric is published exactly once, by its own function."""
+    names = sorted(metered.specs)
+    calls = [names[i % len(names)] for i in range(600)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(
+            pool.map(
+                lambda name: metered.invoke(name, {"metric": name.removesuffix("Function")}), calls
+            )
+        )
+
+    failures = [result.json() for result in results if result.failed]
+    assert failures == []
+    published = emitted(capsys.readouterr().out)
+    assert all(len(names_in_one) == 1 for names_in_one in published), published
+    assert len(published) == len(calls)

@@ -58,7 +58,7 @@ class CreateAccountRequest(AdminRequest):
     plan: Plan = Plan.FREE
     credits: PositiveAmount | None = None
     currency: Currency = "USD"
-    credit_price: Annotated[Credits, Field(ge=0)] = Decimal("0.01")
+    credit_price: NonNegative = Decimal("0.01")
     idempotency_key: IdempotencyKey | None = None
 
 

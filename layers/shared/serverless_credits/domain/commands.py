@@ -156,8 +156,10 @@ class CreateAccountCommand(StrictCommand):
 
     @model_validator(mode="after")
     def _sane(self) -> Self:
-        if self.credit_price < 0 or self.overdraft_limit < 0:
-            raise ValueError("creditPrice and overdraftLimit cannot be negative")
+        if not (0 <= self.credit_price <= MAX_AMOUNT and 0 <= self.overdraft_limit <= MAX_AMOUNT):
+            raise ValueError(
+                "creditPrice and overdraftLimit must be between 0 and the maximum amount"
+            )
         if not 0 <= self.opening_balance <= MAX_AMOUNT:
             raise ValueError("openingBalance must be between 0 and the maximum amount")
         return self

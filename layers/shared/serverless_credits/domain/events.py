@@ -40,7 +40,7 @@ from typing import Literal
 from pydantic import AwareDatetime, SerializeAsAny
 
 from serverless_credits.domain.models import Account, AccountStatus, CamelModel, ReleaseReason
-from serverless_credits.domain.money import Credits
+from serverless_credits.domain.money import Credits, dumps, exact_dump
 
 SOURCE = "serverless-credits"
 # A pending auto-reload request that no top-up answered within this time no longer holds a
@@ -152,7 +152,8 @@ class BalanceEvent(CamelModel):
         return self.detail.occurred_at
 
     def detail_json(self) -> str:
-        return self.detail.model_dump_json(by_alias=True)
+        """The detail as PutEvents sends it: money written exactly (`money.dumps`)."""
+        return dumps(exact_dump(self.detail))
 
     def envelope(self) -> dict[str, object]:
         """The EventBridge envelope as a rule target receives it (the local stack's
@@ -162,7 +163,7 @@ class BalanceEvent(CamelModel):
             "source": SOURCE,
             "detail-type": self.detail_type,
             "time": self.time.isoformat().replace("+00:00", "Z"),
-            "detail": self.detail.model_dump(mode="json", by_alias=True),
+            "detail": exact_dump(self.detail),
         }
 
 

@@ -3,17 +3,20 @@ DynamoDB). `store` converts them to and from DynamoDB attribute values."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    Strict,
     StringConstraints,
     model_serializer,
 )
@@ -29,9 +32,36 @@ Endpoint = Annotated[
 ]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 Reference = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-MetadataValue = Annotated[str, StringConstraints(max_length=256)] | int | bool
+# Metadata: a small flat map carried onto the ledger entry (and the idempotency record), so
+# its every dimension is bounded (docs/http-api.md, "Numbers and limits"): at most
+# METADATA_MAX_KEYS keys of printable ASCII (1-64 characters), values strings of at most
+# 256 characters, booleans, or integers of magnitude below METADATA_MAX_INTEGER (safe as a
+# JSON number in every language, and far inside DynamoDB's 38 digits: 1e38 crashed the
+# write), and at most METADATA_MAX_BYTES of JSON in all. No nesting, no floats, no nulls.
+METADATA_MAX_KEYS = 20
+METADATA_MAX_INTEGER = 10**15
+METADATA_MAX_BYTES = 4096
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$")]
+# Strict: a JSON 0.0 is a float, not the integer 0 (lax validation would coerce it).
+MetadataInteger = Annotated[int, Strict(), Field(gt=-METADATA_MAX_INTEGER, lt=METADATA_MAX_INTEGER)]
+MetadataValue = (
+    Annotated[str, Strict(), StringConstraints(max_length=256)]
+    | MetadataInteger
+    | Annotated[bool, Strict()]
+)
+
+
+def _metadata_size(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is at most {METADATA_MAX_BYTES} bytes of JSON")
+    return value
+
+
 Metadata = Annotated[
-    dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue], Field(max_length=20)
+    dict[MetadataKey, MetadataValue],
+    Field(max_length=METADATA_MAX_KEYS),
+    AfterValidator(_metadata_size),
 ]
 
 
@@ -98,7 +128,7 @@ class LastOp(CamelModel):
 
 class OpenHold(CamelModel):
     """An open hold as the account item records it (`holds.<holdId>`): the fence every step
-    of a hold is conditioned on (DESIGN-NOTES.md, "Fix 3"), kept to three numbers under
+    of a hold is conditioned on (docs/design-notes.md, "Fix 3"), kept to three numbers under
     one-letter names because every byte of the item is paid on every change."""
 
     amount: Credits = Field(alias="a")
@@ -156,9 +186,11 @@ class Account(CamelModel):
     # Kept as its own attribute (balance - reserved), moved by every change: a condition
     # cannot do arithmetic, so the funds check conditions on it directly.
     available: Credits = Decimal(0)
-    used: Credits = Decimal(0)
-    total: Credits = Decimal(0)
-    lifetime_requests: int = 0
+    # Lifetime figures (`domain.posting`): balance == total - used + adjusted.
+    used: Credits = Decimal(0)  # debits and captures, net of refunds and voids
+    total: Credits = Decimal(0)  # top-ups and grants
+    adjusted: Credits = Decimal(0)  # adjustments either way and expiries, net
+    lifetime_requests: int = 0  # charged calls, less those refunded as failed
     version: int = 0  # = the sequence of the latest ledger entry
     last_op: LastOp | None = None
     # Open holds by id (`reserved` is their sum). None on an item written before holds
@@ -304,6 +336,9 @@ class PriceList(CamelModel):
 
     version: int = 1
     prices: dict[ActionName, PositiveAmount]
+    # Actions counted in whole units (a message, a request): a debit or reserve of one of
+    # them with a fractional `quantity` is a VALIDATION_ERROR, not silently priced.
+    whole_units: list[ActionName] = Field(default_factory=list)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
 
 
@@ -313,6 +348,7 @@ DEFAULT_PRICES: dict[str, Decimal] = {
     "transcription_minute": Decimal(1),
     "api_call": Decimal(1),
 }
+DEFAULT_WHOLE_UNITS: frozenset[str] = frozenset({"sms", "api_call"})
 
 
 class Hold(CamelModel):

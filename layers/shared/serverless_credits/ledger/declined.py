@@ -8,7 +8,6 @@ from datetime import date
 from decimal import Decimal
 
 from serverless_credits.domain.commands import DebitCommand
-from serverless_credits.domain.errors import CreditsError, ServiceBusy, StorageError
 from serverless_credits.domain.models import UsageIncrement
 from serverless_credits.domain.operations import DEFAULT_TYPE
 from serverless_credits.ledger.ports import Usage
@@ -18,7 +17,9 @@ logger = logging.getLogger(__name__)
 
 def count_declined(usage: Usage, command: DebitCommand, day: date) -> None:
     """Count a declined call (a debit or reserve refused for funds or status) in the day's
-    usage. Best effort: a failure to count must not turn a clean refusal into an error."""
+    usage. Best effort: a failure to count must not turn a clean refusal into an error, so
+    every failure is logged and swallowed (a storage error as much as an item that grew too
+    large or a request botocore refused), never raised in place of the refusal."""
     endpoint = command.endpoint
     try:
         usage.add(
@@ -31,5 +32,5 @@ def count_declined(usage: Usage, command: DebitCommand, day: date) -> None:
                 by_endpoint={endpoint: 1} if endpoint else {},
             ),
         )
-    except (ServiceBusy, StorageError, CreditsError):
+    except Exception:  # best effort by design (docstring)
         logger.warning("declined call not counted in usage", exc_info=True)

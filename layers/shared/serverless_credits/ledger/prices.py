@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from serverless_credits.domain.commands import DebitCommand
 from serverless_credits.domain.errors import UnknownAction, ValidationFailed
-from serverless_credits.domain.models import DEFAULT_PRICES, PriceList
+from serverless_credits.domain.models import DEFAULT_PRICES, DEFAULT_WHOLE_UNITS, PriceList
 from serverless_credits.domain.money import MAX_AMOUNT, quantize
 from serverless_credits.ledger.ports import PriceLists
 
@@ -23,20 +23,33 @@ class PriceCatalog:
         self._store = store
         self._cache_seconds = cache_seconds
         self._monotonic = monotonic
-        self._cached: tuple[float, dict[str, Decimal]] | None = None
+        self._cached: tuple[float, dict[str, Decimal], frozenset[str]] | None = None
 
-    def prices(self) -> dict[str, Decimal]:
+    def _current(self) -> tuple[float, dict[str, Decimal], frozenset[str]]:
         now = self._monotonic()
         if self._cached is None or now - self._cached[0] > self._cache_seconds:
             stored = self._store.get_price_list()
-            self._cached = (now, dict(stored.prices) if stored else dict(DEFAULT_PRICES))
-        return self._cached[1]
+            self._cached = (
+                (now, dict(stored.prices), frozenset(stored.whole_units))
+                if stored
+                else (now, dict(DEFAULT_PRICES), DEFAULT_WHOLE_UNITS)
+            )
+        return self._cached
+
+    def prices(self) -> dict[str, Decimal]:
+        return self._current()[1]
 
     def credits_for(self, action: str, quantity: Decimal) -> Decimal:
+        _, prices, whole_units = self._current()
         try:
-            unit_price = self.prices()[action]
+            unit_price = prices[action]
         except KeyError:
             raise UnknownAction(action) from None
+        if action in whole_units and quantity != quantity.to_integral_value():
+            raise ValidationFailed(
+                f"'{action}' is counted in whole units: quantity must be an integer",
+                {"field": "quantity"},
+            )
         amount = quantize(unit_price * quantity)
         if not 0 < amount <= MAX_AMOUNT:
             raise ValidationFailed("action x quantity is out of range", {"field": "quantity"})
