@@ -1,9 +1,11 @@
 """Read operations through the HTTP handlers, called in-process with API Gateway REST (v1)
 proxy events (events/*.json with the key id and query replaced).
 
-- cost: requests, items read and capacity of balance, transactions (first page and the next
-  page by cursor), stats over 7/30/90 days and the account summary, on an account with a
-  ledger of `scale_entries[0]` entries spread over 90 days;
+- cost: requests, items read and capacity of balance, transactions (first page, the next
+  page by cursor, and a page filtered by a type no entry has: `type=refund`, the worst case
+  of a sparse filter, bounded to `queries.MAX_SCANNED` entries examined), stats over
+  7/30/90 days and the account summary, on an account with a ledger of `scale_entries[0]`
+  entries spread over 90 days;
 - overhead: median handler time / median time of the bare DynamoDB call(s) it issued
   (replayed with the same parameters on the same table, interleaved call by call);
 - scale: the same reads on an account with 100x (10x in quick mode) the ledger entries.
@@ -83,13 +85,26 @@ READ_OPS = (
         {"limit": "50"},
         next_page=True,
     ),
+    ReadOp(
+        "transactions_filtered",
+        "TransactionsFunction",
+        "/v1/credits/transactions",
+        "transactions.json",
+        {"limit": "50", "type": "refund"},  # the seeded ledger has none: a full bounded scan
+    ),
     ReadOp("stats_7d", "StatsFunction", "/v1/credits/stats", "stats.json", {"days": "7"}),
     ReadOp("stats_30d", "StatsFunction", "/v1/credits/stats", "stats.json", {"days": "30"}),
     ReadOp("stats_90d", "StatsFunction", "/v1/credits/stats", "stats.json", {"days": "90"}),
     ReadOp("summary", "AccountSummaryFunction", "/v1/account/summary", "account-summary.json"),
 )
 OVERHEAD_OPS = ("balance", "transactions_page")
-SCALE_OPS = ("balance", "transactions_page", "transactions_next_page", "stats_90d")
+SCALE_OPS = (
+    "balance",
+    "transactions_page",
+    "transactions_next_page",
+    "transactions_filtered",
+    "stats_90d",
+)
 
 
 # ---------------------------------------------------------------- events
@@ -354,16 +369,18 @@ class ReadBench:
             }
             times: dict[str, list[float]] = {label: [] for label in events}
             tallies: dict[str, Any] = {}
+            pages: dict[str, dict[str, Any]] = {}
             for index in range(self.sizes.warmup + self.sizes.samples):
                 for label, event in events.items():
                     fresh = copy.deepcopy(event)
                     with probe.recording() as tally:
                         started = time.perf_counter()
-                        call(handler, fresh)
+                        body = call(handler, fresh)
                         elapsed = time.perf_counter() - started
                     if index >= self.sizes.warmup:
                         times[label].append(elapsed)
                         tallies[label] = tally
+                        pages[label] = body
             probe.close()
             for label, account in (("small", small), ("large", large)):
                 summary = tallies[label].summary()
@@ -374,6 +391,12 @@ class ReadBench:
                     "items_read": summary["items_scanned"],
                     "latency": latency(times[label]),
                 }
+                if "data" in pages[label]:  # a transactions page: what it returned
+                    row[label]["page"] = {
+                        "entries": len(pages[label]["data"]),
+                        "has_more": pages[label].get("hasMore"),
+                        "partial": pages[label].get("partial"),
+                    }
             row["time_ratio_large_over_small"] = ratio(
                 statistics.median(times["large"]), statistics.median(times["small"])
             )

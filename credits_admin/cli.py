@@ -64,7 +64,7 @@ def run(
         response = invoker.invoke(request.payload(actor or invoker.default_actor()))
     except (TargetError, InvokeFailed) as exc:
         kind = "UNAVAILABLE" if isinstance(exc, TargetError) else "FUNCTION_ERROR"
-        printer.refusal({"code": kind, "message": str(exc), "details": None}, extra)
+        printer.refusal({"code": kind, "message": str(exc), "details": {}}, extra)
         return REFUSED
     if not isinstance(response, dict):
         printer.refusal(

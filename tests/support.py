@@ -22,6 +22,6 @@ def assert_invalid(response: ApiResponse, field: str, status: int) -> None:
     assert response.status == status, response.body
     error = response.body["error"]
     assert error["code"] == "VALIDATION_ERROR"
-    assert [detail["field"] for detail in error["details"]] == [field]
+    assert [detail["field"] for detail in error["details"]["fields"]] == [field]
     assert field in error["message"] or status == 400
     assert response.body["requestId"]

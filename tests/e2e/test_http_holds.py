@@ -141,7 +141,7 @@ def test_a_holds_cursor_is_refused_to_another_account(
     response = api_for(stranger).get(HOLDS, cursor=cursor)
 
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["details"][0]["field"] == "cursor"
+    assert response.json()["error"]["details"]["fields"][0]["field"] == "cursor"
     assert api_for(stranger).json(HOLDS)["data"] == []
 
 

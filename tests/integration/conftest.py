@@ -74,7 +74,8 @@ class LedgerAudit:
 
     def check(self, account_id: str) -> LedgerSnapshot:
         """balance == sum(amounts); each balanceAfter == previous + amount; a gapless
-        sequence 1..N equal to the account's version; the overdraft floor; total - used."""
+        sequence 1..N equal to the account's version; the overdraft floor; the lifetime
+        figures (balance == total - used + adjusted, `domain.posting`)."""
         snapshot = self.snapshot(account_id)
         account, entries = snapshot.account, snapshot.entries
         assert [e.sequence for e in entries] == list(range(1, len(entries) + 1))
@@ -86,7 +87,7 @@ class LedgerAudit:
             previous = entry.balance_after
         assert account.balance == sum((e.amount for e in entries), Decimal(0)) == previous
         assert account.balance >= -account.overdraft_limit
-        assert account.total - account.used == account.balance
+        assert account.total - account.used + account.adjusted == account.balance
         assert account.available == account.balance - account.reserved
         if entries:
             assert entries[-1].available_after == account.available

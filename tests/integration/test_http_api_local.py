@@ -34,6 +34,7 @@ from serverless_credits.domain.money import normalize
 from serverless_credits.domain.operations import ledger_entry, usage_of
 from serverless_credits.domain.outcomes import Counted, LedgerHead
 from serverless_credits.ledger.operations import Ledger
+from serverless_credits.reads.queries import MAX_QUERIES, MAX_SCANNED
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import to_item
 from serverless_credits.storage.store import CreditsStore
@@ -352,13 +353,65 @@ def test_read_cost_does_not_grow_with_the_ledger(ledgers: tuple[CreditsStore, Re
     assert big["balances"] == [("GetItem", 1)]
     for page in ("transactions", "transactions-page-2"):
         assert big[page] == [("Query", 21)]  # one Query: the page and one more to prove hasMore
-    # A time filter first reads the range's daily items (their first and last sequence: 8
-    # days from a week ago to today), then the one page Query within that sequence range.
-    assert big["transactions-filtered"] == [("Query", 8), ("Query", 21)]
+    # A time filter first reads the range's first and last daily item (one Query from each
+    # end: the first sequence of a week ago, the last of today, however long the range),
+    # then the one page Query within that sequence range.
+    assert big["transactions-filtered"] == [("Query", 1), ("Query", 1), ("Query", 21)]
     for name in ("stats-30-days", "stats-monthly", "summary"):
         operations = sorted(operation for operation, _ in big[name])
         assert operations == ["GetItem", "Query"]
         assert sum(items for _, items in big[name]) <= 1 + 31  # the account and <= 31 daily rows
+
+
+def test_a_sparse_filter_reads_the_same_bounded_page_on_any_ledger(
+    ledgers: tuple[CreditsStore, RequestLog],
+) -> None:
+    """Issue 15: a type filter used to read the whole ledger for one entry. On DynamoDB
+    Local (which applies `Limit` before the filter, as DynamoDB does), a page examines at
+    most `MAX_SCANNED` entries in at most `MAX_QUERIES` Queries, and a walk by cursor finds
+    the one matching entry (the opening grant, the oldest) exactly once."""
+    store, _ = ledgers
+    scanned: list[int] = []
+
+    def count(parsed: dict[str, Any], **_: Any) -> None:
+        scanned.append(int(parsed.get("ScannedCount", 0)))
+
+    store.client.meta.events.register("after-call.dynamodb.Query", count)
+
+    def page(account_id: str, **query: str) -> dict[str, Any]:
+        scanned.clear()
+        response = invoke(
+            transactions_handler,
+            api_event("/v1/credits/transactions", query, api_key_id=f"key-{account_id}"),
+        )
+        assert response.status == 200, response.body
+        assert len(scanned) <= MAX_QUERIES
+        assert sum(scanned) <= MAX_SCANNED
+        body: dict[str, Any] = response.body
+        return body
+
+    small = page("acct_small", type="refund", limit="50")
+    assert (small["data"], small["hasMore"], small["partial"]) == ([], False, False)
+    assert sum(scanned) == 100  # the whole small ledger fits in one page's budget
+    big = page("acct_big", type="refund", limit="50")
+    assert (big["data"], big["hasMore"], big["partial"]) == ([], True, True)
+    assert sum(scanned) == MAX_SCANNED  # not 5,000
+
+    found: list[int] = []
+    total = pages = 0
+    cursor: str | None = None
+    while True:
+        body = page("acct_big", type="grant", limit="1", **({"cursor": cursor} if cursor else {}))
+        found += [entry["sequence"] for entry in body["data"]]
+        total += sum(scanned)
+        pages += 1
+        if not body["hasMore"]:
+            break
+        cursor = body["nextCursor"]
+    store.client.meta.events.unregister("after-call.dynamodb.Query", count)
+    assert found == [1]
+    assert pages == 5  # 5,000 entries, 1,000 a page
+    assert total <= 5_000 + pages  # each entry examined about once over the walk
 
 
 def test_cursor_walks_the_whole_ledger_in_order(local_store: CreditsStore) -> None:

@@ -1,7 +1,7 @@
 """A hypothesis state machine on DynamoDB Local: random debits, top-ups, grants, adjustments
 and refunds, with idempotency keys drawn from a small pool so that they repeat (with the
 same parameters: a replay; with others: a conflict), checked against a plain Python model of
-balance, used, total and what each debit can still refund. Every answer is checked as it
+balance, used, total, adjusted and what each debit can still refund. Every answer is checked as it
 comes; once the stream is materialized, the ledger rules (`audit.check`), the account's
 figures, the entries and the daily usage must all agree with the model."""
 
@@ -59,14 +59,16 @@ amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal(25), places=2
 class Model:
     balance: Decimal
     overdraft: Decimal
+    # One definition of use: debits net of refunds, the same in the account's `used` and
+    # in the daily usage's credits; adjustments are `adjusted`, never use.
     used: Decimal = Decimal(0)
     total: Decimal = Decimal(0)
+    adjusted: Decimal = Decimal(0)
     refundable: dict[str, Decimal] = field(default_factory=dict)  # debit id -> what remains
     by_key: dict[str, tuple[Any, OperationResult]] = field(default_factory=dict)
     applied: list[OperationResult] = field(default_factory=list)
     calls: int = 0  # debits attempted (charged or declined): the usage's calls
     declined: int = 0
-    consumed: Decimal = Decimal(0)  # debits net of refunds: the usage's credits
 
     def can_spend(self, amount: Decimal) -> bool:
         return self.balance + self.overdraft >= amount
@@ -182,7 +184,6 @@ class LedgerMachine(RuleBasedStateMachine):
             def move() -> None:
                 model.balance -= amount
                 model.used += amount
-                model.consumed += amount
 
             return -amount, move
 
@@ -220,10 +221,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
             def move() -> None:
                 model.balance += change
-                if downward:
-                    model.used += amount
-                else:
-                    model.total += amount
+                model.adjusted += change
 
             return change, move
 
@@ -259,7 +257,6 @@ class LedgerMachine(RuleBasedStateMachine):
             def move() -> None:
                 model.balance += requested
                 model.used -= requested
-                model.consumed -= requested
                 model.refundable[transaction_id] -= requested
 
             return requested, move
@@ -274,10 +271,11 @@ class LedgerMachine(RuleBasedStateMachine):
         model = self.model
         snapshot = self.table.audit.check(self.account_id)  # materializes first
         account = snapshot.account
-        assert (account.balance, account.used, account.total) == (
+        assert (account.balance, account.used, account.total, account.adjusted) == (
             model.balance,
             model.used,
             model.total,
+            model.adjusted,
         )
         assert account.available == model.balance
         opening = [e for e in snapshot.entries if e.idempotency_key == "opening-balance"]
@@ -293,7 +291,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert charged - refunded == remaining
         usage = self.table.audit.usage(self.account_id)
         assert (usage.calls, usage.failed) == (model.calls, model.declined)
-        assert usage.credits_used == model.consumed
+        assert usage.credits_used == model.used == account.used
 
 
 def test_random_operations_with_repeated_keys_match_the_model(

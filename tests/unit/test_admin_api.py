@@ -81,7 +81,7 @@ def error_of(response: dict[str, Any]) -> str:
 
 def fields_named(response: dict[str, Any]) -> set[str]:
     assert error_of(response) == "VALIDATION_ERROR"
-    return {detail["field"] for detail in response["error"]["details"]}
+    return {detail["field"] for detail in response["error"]["details"]["fields"]}
 
 
 def debit(account_id: str, amount: int, key: str) -> str:
@@ -102,7 +102,8 @@ def test_unknown_operations_and_non_objects_are_validation_errors(call: Call) ->
 
 def fields_named_op(response: dict[str, Any]) -> str:
     assert error_of(response) == "VALIDATION_ERROR"
-    return str(response["error"]["details"]["field"])
+    (named,) = response["error"]["details"]["fields"]
+    return str(named["field"])
 
 
 # ---------------------------------------------------------------- accounts
@@ -218,7 +219,7 @@ def test_a_misspelt_or_invalid_setting_changes_nothing(
     assert fields_named(negative) == {"lowBalanceThreshold"}
     assert error_of(nothing) == "VALIDATION_ERROR"
     assert error_of(incomplete) == "VALIDATION_ERROR"
-    assert incomplete["error"]["details"] == {"field": "autoReloadThreshold"}
+    assert fields_named(incomplete) == {"autoReloadThreshold"}
     assert moto_store.accounts.get(account, consistent=True) == before
     assert error_of(call("accounts.set", accountId="acct_nope", lowBalanceThreshold=1)) == (
         "ACCOUNT_NOT_FOUND"
@@ -350,7 +351,7 @@ def test_money_refusals(call: Call, account: str) -> None:
     )
     zero = call("credits.adjust", accountId=account, amount=0, reason="x", idempotencyKey="k")
     assert error_of(zero) == "VALIDATION_ERROR"
-    assert "non-zero" in zero["error"]["details"][0]["message"]
+    assert "non-zero" in zero["error"]["details"]["fields"][0]["message"]
     assert call("accounts.show", accountId=account)["account"]["balance"] == 100
 
 
@@ -377,7 +378,7 @@ def test_grant_keeps_priority_and_expiry_on_the_entry(
 
     assert granted["balanceAfter"] == 120
     assert error_of(past) == "VALIDATION_ERROR"
-    assert past["error"]["details"] == {"field": "expiresAt"}
+    assert fields_named(past) == {"expiresAt"}
     materialize()
     entry = call("ledger.list", accountId=account, limit=1)["entries"][0]
     assert entry["type"] == "grant"

@@ -564,7 +564,7 @@ def test_a_validation_error_names_the_field() -> None:
         "error": {
             "code": "VALIDATION_ERROR",
             "message": "Invalid request: overdraftLimit",
-            "details": [{"field": "overdraftLimit", "message": "must be >= 0"}],
+            "details": {"fields": [{"field": "overdraftLimit", "message": "must be >= 0"}]},
         }
     }
     result = run(

@@ -230,7 +230,7 @@ def test_the_limit_bounds_the_messages_received(aws: Aws) -> None:
 def test_the_request_is_validated(aws: Aws, fields: dict[str, Any], field: str) -> None:
     refused_ = replay(**fields)
     assert refused_["error"]["code"] == "VALIDATION_ERROR"
-    assert {detail["field"] for detail in refused_["error"]["details"]} == {field}
+    assert {detail["field"] for detail in refused_["error"]["details"]["fields"]} == {field}
 
 
 # ---------------------------------------------------------------- the pieces, without AWS

@@ -16,12 +16,13 @@ import pytest
 from functions.debit import app as debit_app
 from functions.example_consumer import app as consumer
 from serverless_credits import wiring
-from serverless_credits.domain import errors
+from serverless_credits.domain import errors, money
 from serverless_credits.domain.commands import CreateAccountCommand
 from serverless_credits.integrations.client import (
     CreditsClient,
     CreditsUnavailable,
     charge_per_call,
+    idempotency_key_of,
 )
 from serverless_credits.storage.store import CreditsStore
 
@@ -57,7 +58,8 @@ class InProcessLambda:
             body = {"errorMessage": "boom", "errorType": "RuntimeError"}
             return {"FunctionError": "Unhandled", "Payload": io.BytesIO(json.dumps(body).encode())}
         result = debit_app.lambda_handler(request, FakeContext(function_name=FunctionName))
-        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(result).encode())}
+        # Written as the Lambda runtime writes it: Decimals as exact JSON numbers.
+        return {"StatusCode": 200, "Payload": io.BytesIO(money.dumps(result).encode())}
 
 
 @pytest.fixture
@@ -126,9 +128,15 @@ def test_decorator_charges_each_call_once_per_request_id(funded_account: str) ->
     def handler(event: dict[str, Any], context: Any) -> str:
         return "done"
 
-    assert handler({"accountId": funded_account}, FakeContext("r1")) == "done"
-    assert handler({"accountId": funded_account}, FakeContext("r1")) == "done"  # Lambda retry
-    assert handler({"accountId": funded_account}, FakeContext("r2")) == "done"
+    assert (
+        handler({"idempotencyKey": "r1", "accountId": funded_account}, FakeContext("r1")) == "done"
+    )
+    assert (
+        handler({"idempotencyKey": "r1", "accountId": funded_account}, FakeContext("r1")) == "done"
+    )  # Lambda retry
+    assert (
+        handler({"idempotencyKey": "r2", "accountId": funded_account}, FakeContext("r2")) == "done"
+    )
     assert wiring.ledger().account(funded_account).balance == Decimal(3)
 
 
@@ -147,14 +155,14 @@ def test_decorator_voids_a_failed_call_and_reraises(
         raise RuntimeError("downstream failed")
 
     with pytest.raises(RuntimeError, match="downstream failed"):
-        handler({"accountId": funded_account}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": funded_account}, FakeContext("r1"))
     account = wiring.ledger().account(funded_account)
     assert account.balance == Decimal(5)
     assert [call.get("operation", "debit") for call in fake.calls] == ["debit", "void"]
     assert fake.calls[1]["idempotencyKey"] == fake.calls[0]["idempotencyKey"] == "r1"
     # Lambda's retry of the failed invocation: the debit replays (already voided), no charge.
     with pytest.raises(RuntimeError, match="downstream failed"):
-        handler({"accountId": funded_account}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": funded_account}, FakeContext("r1"))
     assert wiring.ledger().account(funded_account).balance == Decimal(5)
     materialize()
     usage = wiring.store().usage.daily(
@@ -187,7 +195,7 @@ def test_decorator_does_not_run_the_handler_without_credits(funded_account: str)
         ran.append(True)
 
     with pytest.raises(errors.InsufficientCredits):
-        handler({"accountId": funded_account}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": funded_account}, FakeContext("r1"))
     assert ran == []
 
 
@@ -199,3 +207,101 @@ def test_example_consumer_event_is_charged_one_api_call(
 
     assert consumer.lambda_handler(event, FakeContext("r-example")) == {"echo": event["message"]}
     assert wiring.ledger().account(funded_account).balance == Decimal(4)
+
+
+# ---------------------------------------------------------------- the decorator's key
+def sqs_event(message_id: str, account_id: str) -> dict[str, Any]:
+    body = json.dumps({"accountId": account_id})
+    return {"Records": [{"eventSource": "aws:sqs", "messageId": message_id, "body": body}]}
+
+
+def sqs_account(event: dict[str, Any]) -> str:
+    return str(json.loads(event["Records"][0]["body"])["accountId"])
+
+
+def test_the_key_is_the_events_business_id_never_the_invocation_id() -> None:
+    sqs = sqs_event("m-1", "acct_1")
+    bridge = {"id": "ev-1", "detail-type": "Order placed", "source": "shop", "detail": {}}
+    api = {"httpMethod": "POST", "requestContext": {"requestId": "gw-1"}, "headers": {}}
+    api_keyed = {**api, "headers": {"Idempotency-Key": "order-7"}}
+    batch = {"Records": [sqs["Records"][0], {**sqs["Records"][0], "messageId": "m-2"}]}
+
+    assert idempotency_key_of(sqs) == "sqs:m-1"
+    assert idempotency_key_of(bridge) == "events:ev-1"
+    assert idempotency_key_of(api) == "apigw:gw-1"
+    assert idempotency_key_of(api_keyed) == "http:order-7"
+    assert idempotency_key_of({"accountId": "a", "idempotencyKey": "biz-1"}) == "biz-1"
+    assert idempotency_key_of(batch) is None  # no single business id
+    assert idempotency_key_of({"accountId": "a"}) is None
+
+
+def test_without_a_business_id_nothing_is_charged_and_the_handler_does_not_run(
+    funded_account: str,
+) -> None:
+    fake = InProcessLambda()
+    ran: list[bool] = []
+
+    @charge_per_call(client_with(fake), account_id=lambda e: e["accountId"], amount=Decimal(1))
+    def handler(event: dict[str, Any], context: Any) -> None:
+        ran.append(True)
+
+    with pytest.raises(errors.ValidationFailed, match="idempotency"):
+        handler({"accountId": funded_account}, FakeContext("r1"))
+    assert (ran, fake.calls) == ([], [])
+
+
+def test_an_sqs_redelivery_of_one_message_charges_once(funded_account: str) -> None:
+    """SQS redelivers a message (visibility timeout, a failed delete) in a NEW invocation
+    with a new request id: keyed by messageId, the redelivery replays the charge."""
+    fake = InProcessLambda()
+
+    @charge_per_call(client_with(fake), account_id=sqs_account, amount=Decimal(1))
+    def handler(event: dict[str, Any], context: Any) -> str:
+        return "done"
+
+    handler(sqs_event("m-1", funded_account), FakeContext("invocation-1"))
+    handler(sqs_event("m-1", funded_account), FakeContext("invocation-2"))  # redelivery
+    handler(sqs_event("m-2", funded_account), FakeContext("invocation-3"))
+
+    assert wiring.ledger().account(funded_account).balance == Decimal(3)
+
+
+def test_a_retry_after_a_failed_attempt_is_charged_once_not_free(funded_account: str) -> None:
+    """Lambda's async retry (or a redelivery) of a request whose first attempt failed: the
+    failure voided the charge, so the succeeding retry is charged, once, under the derived
+    `<key>:recharge`; a further delivery of the same request replays, never charges again."""
+    fake = InProcessLambda()
+    attempts: list[bool] = []
+
+    @charge_per_call(client_with(fake), account_id=lambda e: e["accountId"], amount=Decimal(2))
+    def handler(event: dict[str, Any], context: Any) -> str:
+        attempts.append(True)
+        if len(attempts) == 1:
+            raise RuntimeError("first attempt failed")
+        return "done"
+
+    event = {"accountId": funded_account, "idempotencyKey": "job-1"}
+    with pytest.raises(RuntimeError):
+        handler(event, FakeContext("r1"))
+    assert wiring.ledger().account(funded_account).balance == Decimal(5)  # voided
+
+    assert handler(event, FakeContext("r1")) == "done"  # the async retry
+    assert wiring.ledger().account(funded_account).balance == Decimal(3)
+    assert handler(event, FakeContext("r2")) == "done"  # and a duplicate delivery
+    assert wiring.ledger().account(funded_account).balance == Decimal(3)
+
+
+def test_a_redelivery_after_success_still_leaves_one_charge(funded_account: str) -> None:
+    """The first delivery succeeded; its duplicate runs the handler again (at-least-once
+    delivery) and leaves exactly one charge standing."""
+    fake = InProcessLambda()
+
+    @charge_per_call(client_with(fake), account_id=lambda e: e["accountId"], amount=Decimal(2))
+    def handler(event: dict[str, Any], context: Any) -> str:
+        return "done"
+
+    event = {"accountId": funded_account, "idempotencyKey": "job-2"}
+    for request_id in ("r1", "r2", "r3"):
+        handler(event, FakeContext(request_id))
+
+    assert wiring.ledger().account(funded_account).balance == Decimal(3)

@@ -371,7 +371,7 @@ def test_hold_mode_captures_the_reported_usage_once_per_request(
 ) -> None:
     ran: list[dict[str, Any]] = []
     handler = metered(credits, ran)
-    event = {"accountId": account_id, "used": "1.5"}
+    event = {"idempotencyKey": "r1", "accountId": account_id, "used": "1.5"}
 
     assert handler(event, FakeContext("r1"))["creditsUsed"] == Decimal("1.5")
     assert money(account_id) == ("3.5", "0", "3.5")
@@ -390,27 +390,32 @@ def test_hold_mode_releases_when_the_handler_fails(
     handler = metered(credits, [])
 
     with pytest.raises(RuntimeError, match="transcription failed"):
-        handler({"accountId": account_id, "fail": True}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": account_id, "fail": True}, FakeContext("r1"))
 
     assert money(account_id) == ("5", "0", "5")
     assert operations(fake) == [("reserve", "r1"), ("release", "r1:release")]
 
 
-def test_a_retry_after_a_released_failure_is_not_charged_again(
-    credits: CreditsClient, account_id: str, caplog: pytest.LogCaptureFixture
+def test_a_retry_after_a_released_failure_is_charged_once_not_free(
+    credits: CreditsClient, fake: InProcessLambda, account_id: str
 ) -> None:
-    """As in fixed-cost mode, where the retry replays the voided debit: the invocation's
-    hold was released, so its retry runs and returns, and the refused capture is logged."""
+    """The first attempt failed and released its hold; the retry (an async retry, an SQS
+    redelivery: the same business id) gets that released hold back, so its usage is debited
+    under `<key>:recharge`, once: a further delivery replays that debit (issue 15: "a Lambda
+    async retry must not run free")."""
     handler = metered(credits, [])
     with pytest.raises(RuntimeError):
-        handler({"accountId": account_id, "fail": True}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": account_id, "fail": True}, FakeContext("r1"))
 
-    with caplog.at_level(logging.WARNING):
-        result = handler({"accountId": account_id, "used": 2}, FakeContext("r1"))
+    result = handler(
+        {"idempotencyKey": "r1", "accountId": account_id, "used": 2}, FakeContext("r2")
+    )
+    again = handler({"idempotencyKey": "r1", "accountId": account_id, "used": 2}, FakeContext("r3"))
 
-    assert result["creditsUsed"] == 2
-    assert money(account_id) == ("5", "0", "5")
-    assert "settled by an earlier attempt" in caplog.text
+    assert result["creditsUsed"] == again["creditsUsed"] == 2
+    assert money(account_id) == ("3", "0", "3")
+    recharges = [key for operation, key in operations(fake) if key == "r1:recharge"]
+    assert recharges == ["r1:recharge", "r1:recharge"]  # the second replayed
 
 
 def test_hold_mode_does_not_run_the_handler_when_the_estimate_is_refused(
@@ -420,7 +425,7 @@ def test_hold_mode_does_not_run_the_handler_when_the_estimate_is_refused(
     handler = metered(credits, ran, estimate=Decimal(9))
 
     with pytest.raises(errors.InsufficientCredits) as refused:
-        handler({"accountId": account_id, "used": 1}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": account_id, "used": 1}, FakeContext("r1"))
 
     assert refused.value.available == 5
     assert ran == []
@@ -432,10 +437,12 @@ def test_hold_mode_usage_of_zero_releases_and_above_the_estimate_takes_it_all(
 ) -> None:
     handler = metered(credits, [])
 
-    handler({"accountId": account_id, "used": 0}, FakeContext("r-free"))
+    handler({"idempotencyKey": "r-free", "accountId": account_id, "used": 0}, FakeContext("r-free"))
     assert money(account_id) == ("5", "0", "5")
     with caplog.at_level(logging.WARNING):
-        handler({"accountId": account_id, "used": 4}, FakeContext("r-over"))
+        handler(
+            {"idempotencyKey": "r-over", "accountId": account_id, "used": 4}, FakeContext("r-over")
+        )
 
     assert money(account_id) == ("2", "0", "2")  # the estimate, 3: the most a call may cost
     assert "more than its estimate" in caplog.text
@@ -446,7 +453,10 @@ def test_hold_mode_estimates_from_the_event(
 ) -> None:
     handler = metered(credits, [], estimate=lambda event: Decimal(event["maxMinutes"]) * 2)
 
-    handler({"accountId": account_id, "maxMinutes": 2, "used": 3}, FakeContext("r1"))
+    handler(
+        {"idempotencyKey": "r1", "accountId": account_id, "maxMinutes": 2, "used": 3},
+        FakeContext("r1"),
+    )
 
     assert [call["amount"] for call in fake.calls] == [4, 3]  # reserved, captured
     assert money(account_id) == ("2", "0", "2")
@@ -467,7 +477,7 @@ def test_a_failing_usage_extractor_releases_the_hold(
         return {"text": "..."}
 
     with pytest.raises(KeyError, match="creditsUsed"):
-        handler({"accountId": account_id}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": account_id}, FakeContext("r1"))
 
     assert money(account_id) == ("5", "0", "5")
 
@@ -509,7 +519,7 @@ def test_a_hold_closed_under_a_first_attempt_is_the_ledgers_answer(
         return Decimal(1)
 
     with pytest.raises(errors.HoldNotOpen):
-        handler({"accountId": account_id}, FakeContext("r1"))
+        handler({"idempotencyKey": "r1", "accountId": account_id}, FakeContext("r1"))
 
     assert money(account_id) == ("5", "0", "5")
 

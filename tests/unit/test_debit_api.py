@@ -15,13 +15,14 @@ from botocore.exceptions import ClientError
 
 from serverless_credits import wiring
 from serverless_credits.config import get_settings
+from serverless_credits.domain import money
 from serverless_credits.domain.commands import (
     CreateAccountCommand,
     CreditCommand,
     RefundCommand,
     ReserveCommand,
 )
-from serverless_credits.domain.errors import RefundNotAllowed, ServiceBusy
+from serverless_credits.domain.errors import RefundNotAllowed
 from serverless_credits.domain.models import EntryType
 from serverless_credits.ledger import holds as ledger_holds
 from serverless_credits.ledger.operations import VOID_WINDOW, Ledger, void_key
@@ -57,7 +58,7 @@ def error_of(response: dict[str, Any]) -> dict[str, Any]:
     assert set(response) == {"error"}
     error: dict[str, Any] = response["error"]
     assert set(error) == {"code", "message", "details"}
-    json.dumps(response)
+    money.dumps(response)  # the Lambda runtime can write it (Decimals as exact numbers)
     return error
 
 
@@ -69,7 +70,30 @@ def test_a_debit_returns_the_result_as_plain_json(ledger: Ledger) -> None:
     assert response["amount"] == 12.5
     assert (response["balanceAfter"], response["available"]) == (37.5, 37.5)
     assert response["replayed"] is False
-    assert json.loads(json.dumps(response)) == response
+    # Plain JSON data but for Decimals, which the Lambda runtime (awslambdaric) writes as
+    # their exact literals: read back as Decimal, the written payload is the response.
+    assert json.loads(money.dumps(response), parse_float=Decimal) == response
+
+
+def test_a_balance_beyond_a_double_is_returned_exactly(
+    ledger: Ledger, moto_store: CreditsStore
+) -> None:
+    """18 significant digits (more than a float keeps) reach the caller exactly: the result
+    keeps the Decimal, which the runtime writes as its literal (docs/http-api.md)."""
+    moto_store.client.update_item(
+        TableName=moto_store.table_name,
+        Key={"pk": {"S": keys.account_pk(ACCOUNT)}, "sk": {"S": keys.ACCOUNT_SK}},
+        UpdateExpression="SET balance = :big, available = :big",
+        ExpressionAttributeValues={":big": {"N": "123456789012.345678"}},
+    )
+
+    response = debit_api.handle(request(amount="0.000001"), ledger)
+
+    expected = Decimal("123456789012.345677")
+    assert (response["balanceAfter"], response["available"]) == (expected, expected)
+    written = money.dumps(response)
+    assert '"balanceAfter":123456789012.345677,' in written
+    assert json.loads(written, parse_float=Decimal)["balanceAfter"] == expected
 
 
 def test_a_debit_by_action_and_quantity(ledger: Ledger) -> None:
@@ -142,7 +166,7 @@ def test_invalid_requests_name_the_fields(
     error = error_of(debit_api.handle(event, ledger))
 
     assert error["code"] == "VALIDATION_ERROR"
-    assert {detail["field"] for detail in error["details"]} == fields
+    assert {detail["field"] for detail in error["details"]["fields"]} == fields
     assert ledger.account(ACCOUNT).balance == 50
 
 
@@ -150,19 +174,21 @@ def test_amount_and_action_together_are_a_validation_error(ledger: Ledger) -> No
     error = error_of(debit_api.handle(request(action="sms"), ledger))
 
     assert error["code"] == "VALIDATION_ERROR"
-    assert error["details"][0]["field"] is None
+    assert [detail["field"] for detail in error["details"]["fields"]] == [None]
 
 
 def test_an_unknown_action_is_a_validation_error(ledger: Ledger) -> None:
     error = error_of(debit_api.handle(request(amount=None, action="teleport"), ledger))
 
-    assert (error["code"], error["details"]) == ("VALIDATION_ERROR", {"field": "action"})
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"] == {"fields": [{"field": "action", "message": error["message"]}]}
 
 
 def test_an_unknown_operation_is_a_validation_error(ledger: Ledger) -> None:
     error = error_of(debit_api.handle(request(operation="teleport"), ledger))
 
-    assert (error["code"], error["details"]) == ("VALIDATION_ERROR", {"field": "operation"})
+    assert error["code"] == "VALIDATION_ERROR"
+    assert error["details"] == {"fields": [{"field": "operation", "message": error["message"]}]}
 
 
 @pytest.mark.parametrize("event", [None, [], ["accountId"], "debit", 42, True])
@@ -223,7 +249,8 @@ def test_refund_is_no_longer_a_debit_function_operation(ledger: Ledger) -> None:
 
     error = error_of(debit_api.handle(refund, ledger))
 
-    assert (error["code"], error["details"]) == ("VALIDATION_ERROR", {"field": "operation"})
+    assert error["code"] == "VALIDATION_ERROR"
+    assert [detail["field"] for detail in error["details"]["fields"]] == ["operation"]
     assert "operator" in error["message"]
     assert ledger.account(ACCOUNT).balance == 40
 
@@ -347,7 +374,7 @@ def test_a_void_of_a_debit_with_a_128_character_key(ledger: Ledger) -> None:
     assert (voided["amount"], voided["balanceAfter"]) == (10, 50)
 
 
-def test_throttling_that_outlived_the_retries_is_a_function_error_and_frees_the_key(
+def test_throttling_that_outlived_the_retries_is_a_typed_retryable_error_and_frees_the_key(
     moto_store: CreditsStore,
 ) -> None:
     ledger = wiring.build_ledger(moto_store, PriceCatalog(moto_store.catalog, 60), get_settings())
@@ -363,9 +390,9 @@ def test_throttling_that_outlived_the_retries_is_a_function_error_and_frees_the_
 
     moto_store.client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle)
 
-    # No retry loop of our own: botocore's retries are spent, the function fails (503).
-    with pytest.raises(ServiceBusy):
-        debit_api.handle(request(), ledger)
+    # No retry loop of our own: botocore's retries are spent, the caller is told to retry.
+    busy = debit_api.handle(request(), ledger)
+    assert busy["error"]["code"] == "SERVICE_BUSY"
     assert ledger.account(ACCOUNT).balance == 50
     # A throttled update never landed: its lease is released, so the caller's retry with
     # the same key applies it at once (and once).
@@ -491,7 +518,11 @@ def test_hold_refusals_are_typed_errors(
     suspended = error_of(debit_api.handle(reserve_request(idempotencyKey="hold-req-3"), ledger))
 
     assert too_much["code"] == "VALIDATION_ERROR"
-    assert too_much["details"] == {"field": "amount", "holdId": held["holdId"], "held": 5}
+    assert too_much["details"] == {
+        "fields": [{"field": "amount", "message": too_much["message"]}],
+        "holdId": held["holdId"],
+        "held": 5,
+    }
     assert closed["code"] == "HOLD_NOT_OPEN"
     assert closed["details"] == {"holdId": held["holdId"], "status": "released"}
     assert unknown["code"] == "HOLD_NOT_FOUND"
@@ -529,7 +560,7 @@ def test_invalid_hold_requests_name_the_field(
     error = error_of(debit_api.handle(event, ledger))
 
     assert error["code"] == "VALIDATION_ERROR"
-    assert [detail["field"] for detail in error["details"]] == [field]
+    assert [detail["field"] for detail in error["details"]["fields"]] == [field]
     account = ledger.account(ACCOUNT)
     assert (account.balance, account.reserved, account.version) == (Decimal(50), Decimal(0), 1)
 
@@ -541,7 +572,7 @@ def test_a_capture_or_release_needs_the_hold_id(ledger: Ledger) -> None:
         error = error_of(debit_api.handle(event, ledger))
 
         assert error["code"] == "VALIDATION_ERROR"
-        assert [detail["field"] for detail in error["details"]] == ["holdId"]
+        assert [detail["field"] for detail in error["details"]["fields"]] == ["holdId"]
 
 
 def test_the_longest_hold_is_seven_days(ledger: Ledger) -> None:

@@ -33,33 +33,51 @@ def posting(entry_type: EntryType, amount: str | int) -> Posting:
     ("entry_type", "amount", "expected"),
     [
         # A debit consumes, counts a request, needs an active account and the funds.
-        # expected: (used, total, requests, requires active, funds needed)
-        (EntryType.DEBIT, "-2.5", ("2.5", "0", 1, True, "2.5")),
+        # expected: (used, total, adjusted, requests, requires active, funds needed)
+        (EntryType.DEBIT, "-2.5", ("2.5", "0", "0", 1, True, "2.5")),
         # Credits add to the lifetime total and need nothing.
-        (EntryType.TOPUP, "7", ("0", "7", 0, False, None)),
-        (EntryType.GRANT, "0.000001", ("0", "0.000001", 0, False, None)),
-        # A refund gives back what was used: `used` goes down, `total` stays.
-        (EntryType.REFUND, "3", ("-3", "0", 0, False, None)),
-        # An upward correction is credited; a downward one is consumed and checked
-        # against the funds, whatever the account's status.
-        (EntryType.ADJUSTMENT, "4", ("0", "4", 0, False, None)),
-        (EntryType.ADJUSTMENT, "-4", ("4", "0", 0, False, "4")),
+        (EntryType.TOPUP, "7", ("0", "7", "0", 0, False, None)),
+        (EntryType.GRANT, "0.000001", ("0", "0.000001", "0", 0, False, None)),
+        # A refund or a void gives back what was used: `used` goes down, `total` stays.
+        (EntryType.REFUND, "3", ("-3", "0", "0", 0, False, None)),
+        (EntryType.VOID, "2", ("-2", "0", "0", 0, False, None)),
+        # A correction either way is neither a credit nor use: it is `adjusted`. A
+        # downward one is checked against the funds, whatever the account's status.
+        (EntryType.ADJUSTMENT, "4", ("0", "0", "4", 0, False, None)),
+        (EntryType.ADJUSTMENT, "-4", ("0", "0", "-4", 0, False, "4")),
+        # Expired credits are not use either.
+        (EntryType.EXPIRY, "-1.5", ("0", "0", "-1.5", 0, False, "1.5")),
     ],
 )
 def test_each_kind_of_operation_moves_the_figures_it_should(
-    entry_type: EntryType, amount: str, expected: tuple[str, str, int, bool, str | None]
+    entry_type: EntryType, amount: str, expected: tuple[str, str, str, int, bool, str | None]
 ) -> None:
-    used, total, requests, active, needed = expected
+    used, total, adjusted, requests, active, needed = expected
 
     rule = posting(entry_type, amount)
 
     assert (rule.balance, rule.available) == (Decimal(amount), Decimal(amount))
-    assert (rule.used, rule.total) == (Decimal(used), Decimal(total))
+    assert (rule.used, rule.total, rule.adjusted) == (
+        Decimal(used),
+        Decimal(total),
+        Decimal(adjusted),
+    )
     assert rule.requests == requests
     assert rule.require_active is active
     assert rule.funds_needed == (Decimal(needed) if needed is not None else None)
-    # `total - used == balance` holds after every posting.
-    assert rule.total - rule.used == rule.balance
+    # `balance == total - used + adjusted` holds after every posting.
+    assert rule.total - rule.used + rule.adjusted == rule.balance
+
+
+@pytest.mark.parametrize("entry_type", [EntryType.REFUND, EntryType.VOID])
+def test_a_call_refunded_as_failed_leaves_the_lifetime_requests(entry_type: EntryType) -> None:
+    # The daily usage counts such a call failed: the account's `lifetimeRequests` (the
+    # summary's successful requests, lifetime) takes it back out, so the two agree.
+    failed = Operation(type=entry_type, amount=Decimal(2), failed_call=True)
+    goodwill = Operation(type=entry_type, amount=Decimal(2))
+
+    assert posting_for(failed, NOW).requests == -1
+    assert posting_for(goodwill, NOW).requests == 0
 
 
 def test_the_funds_floor_takes_the_overdraft_off_what_is_needed() -> None:

@@ -201,7 +201,8 @@ def usage(store: CreditsStore, account_id: str = ACCOUNT) -> DailyUsage:
 
 def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> None:
     """balance == sum(amounts), reserved == sum(held), available == balance - reserved, on
-    the account and after every entry; a gapless sequence; total - used == balance."""
+    the account and after every entry; a gapless sequence; total - used + adjusted ==
+    balance."""
     account = stored_account(store, account_id)
     lines = entries(store, account_id)
     assert [line.sequence for line in lines] == list(range(1, len(lines) + 1))
@@ -216,7 +217,7 @@ def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> 
     assert account.available == account.balance - account.reserved
     assert reserved == sum((held.amount for held in (account.holds or {}).values()), Decimal(0))
     assert account.version == len(lines)
-    assert account.total - account.used == account.balance
+    assert account.total - account.used + account.adjusted == account.balance
     assert account.available >= -account.overdraft_limit
 
 
@@ -301,7 +302,10 @@ def test_a_reserve_by_action_and_quantity_holds_their_price(
         Decimal("2.5"),
         Decimal("7.5"),
     )
-    assert hold_item(moto_store, result.hold_id).action == "voice_call_minute"
+    # Given no description, the hold is described by its action.
+    assert entry.description == "voice_call_minute x 2.5"
+    held = hold_item(moto_store, result.hold_id)
+    assert (held.action, held.description) == ("voice_call_minute", "voice_call_minute x 2.5")
     assert_ledger_invariants(moto_store)
 
 

@@ -308,7 +308,7 @@ def test_unexpected_failures_are_logged_and_answered_without_detail(
     assert response.status == status
     assert_error_shape(response.body, "r500")
     assert response.body["error"]["code"] == code
-    assert response.body["error"]["details"] is None
+    assert response.body["error"]["details"] == {}
     text = json.dumps(response.body)
     for secret in ("secret", "hunter2", "/var/task", "attempts", "Exception"):
         assert secret not in text
@@ -327,7 +327,7 @@ def test_a_failing_key_lookup_is_a_500_without_detail(
     assert response.body["error"] == {
         "code": "INTERNAL_ERROR",
         "message": "Internal error",
-        "details": None,
+        "details": {},
     }
 
 
@@ -407,9 +407,9 @@ def test_no_client_input_gets_a_500(
     if response.status != 200:
         assert_error_shape(response.body)
         assert response.body["error"]["code"] == "VALIDATION_ERROR"
-        details = response.body["error"]["details"]
-        assert details
-        assert all(detail["field"] for detail in details)
+        fields = response.body["error"]["details"]["fields"]
+        assert fields
+        assert all(detail["field"] for detail in fields)
 
 
 # ---------------------------------------------------------------- events/

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 
-from devtools.api_events import ApiAccount, api_event, invoke, open_account
+from devtools.api_events import ApiAccount, LambdaContextStub, api_event, invoke, open_account
 from functions.balance.app import lambda_handler
 from serverless_credits import wiring
 from serverless_credits.domain.commands import CreditCommand, DebitCommand, RefundCommand
+from serverless_credits.storage import keys
+from serverless_credits.storage.items import key as item_key
 from serverless_credits.storage.store import CreditsStore
 
 BALANCE_FIELDS = {
@@ -19,6 +22,7 @@ BALANCE_FIELDS = {
     "available",
     "used",
     "total",
+    "adjusted",
     "currency",
     "creditPrice",
     "lowBalance",
@@ -85,6 +89,7 @@ def test_balance_returns_every_field_of_the_spec(
     assert body["available"] == 108.5
     assert body["used"] == 12  # 7.25 + 6 - 1.25 refunded
     assert body["total"] == 120.5
+    assert body["adjusted"] == 0
     assert body["currency"] == "EUR"
     assert body["creditPrice"] == 0.05
     assert body["lowBalance"] is False
@@ -143,6 +148,31 @@ def test_balance_amounts_are_exact_json_numbers(moto_store: CreditsStore) -> Non
     response = invoke(lambda_handler, api_event("/v1/credits/balance", api_key_id=exact.api_key_id))
     assert response.body["balance"] == 0.000001
     assert Decimal(str(response.body["balance"])) == Decimal("0.000001")
+
+
+def test_balance_beyond_a_double_is_written_as_the_exact_number(moto_store: CreditsStore) -> None:
+    """A balance of 18 significant digits (more than a binary double keeps) leaves the API
+    as the exact JSON number, not a float rounded to 15-17 digits nor a string: the raw body
+    carries its literal, and a parser reading numbers as Decimal gets the ledger's figure."""
+    account = open_account("acct_big", opening_balance=0)
+    big = "123456789012.345678"
+    moto_store.client.update_item(
+        TableName=moto_store.table_name,
+        Key=item_key(keys.account_pk("acct_big"), keys.ACCOUNT_SK),
+        UpdateExpression="SET balance = :big, available = :big, #total = :big",
+        ExpressionAttributeNames={"#total": "total"},
+        ExpressionAttributeValues={":big": {"N": big}},
+    )
+
+    raw = lambda_handler(
+        api_event("/v1/credits/balance", api_key_id=account.api_key_id), LambdaContextStub()
+    )
+
+    assert raw["statusCode"] == 200
+    body = json.loads(raw["body"], parse_float=Decimal)
+    assert (body["balance"], body["available"], body["total"]) == (Decimal(big),) * 3
+    assert f'"balance":{big},' in raw["body"]
+    assert float(big) != Decimal(big)  # the figure a float would have sent instead
 
 
 def test_balances_is_one_entry_for_the_whole_available_balance(

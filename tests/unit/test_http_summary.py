@@ -6,11 +6,26 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
+from devtools import local_seed
 from devtools.api_events import ApiAccount, api_event, invoke, open_account
+from devtools.memory_api_keys import InMemoryKeyIssuer
 from functions.account_summary.app import lambda_handler
+from functions.balance.app import lambda_handler as balance_handler
+from functions.stats.app import lambda_handler as stats_handler
 from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.domain.commands import CreateAccountCommand, DebitCommand
+from serverless_credits.domain.commands import (
+    AdjustmentCommand,
+    CaptureCommand,
+    CreateAccountCommand,
+    DebitCommand,
+    RefundCommand,
+    ReserveCommand,
+    VoidCommand,
+)
+from serverless_credits.domain.errors import InsufficientCredits
 from serverless_credits.domain.models import ApiKeyMapping, SubscriptionStatus
 from serverless_credits.storage.store import CreditsStore
 from tests.support import Clock
@@ -131,3 +146,97 @@ def test_summary_costs_two_reads(moto_store: CreditsStore) -> None:
     calls.clear()
     invoke(lambda_handler, api_event(PATH, api_key_id=owner.api_key_id))
     assert sorted(calls) == ["GetItem", "Query"]
+
+
+def test_balance_stats_and_summary_agree_on_used_and_on_requests(
+    moto_store: CreditsStore, materialize: Callable[[], int]
+) -> None:
+    """One definition of `used` (debits and captures, net of refunds and voids; adjustments
+    are not use) and of successful requests (charged, less those refunded as failed),
+    whichever route serves it: an account with every kind of change, all this month."""
+    opened = open_account("acct_agree", opening_balance=100)
+    ledger = wiring.ledger()
+    acct = opened.account_id
+    first = ledger.debit(DebitCommand(account_id=acct, idempotency_key="d1", amount=Decimal(5)))
+    ledger.debit(
+        DebitCommand(account_id=acct, idempotency_key="d2", action="sms", quantity=Decimal(2))
+    )
+    hold = ledger.holds.reserve(
+        ReserveCommand(account_id=acct, idempotency_key="h1", amount=Decimal(10))
+    )
+    assert hold.hold_id is not None
+    ledger.holds.capture(
+        CaptureCommand(
+            account_id=acct, idempotency_key="c1", hold_id=hold.hold_id, amount=Decimal(4)
+        )
+    )
+    materialize()  # the refund reads the debit's ledger entry
+    ledger.refund(
+        RefundCommand(
+            account_id=acct,
+            idempotency_key="r1",
+            transaction_id=first.transaction_id,
+            amount=Decimal(2),
+        )
+    )
+    ledger.void(VoidCommand(account_id=acct, idempotency_key="d2"))  # a failed call
+    ledger.adjust(
+        AdjustmentCommand(
+            account_id=acct, idempotency_key="a1", amount=Decimal(3), reason="Goodwill"
+        )
+    )
+    ledger.adjust(
+        AdjustmentCommand(
+            account_id=acct, idempotency_key="a2", amount=Decimal("-1.5"), reason="Correction"
+        )
+    )
+    with pytest.raises(InsufficientCredits):  # declined: a call, failed, no credits
+        ledger.debit(DebitCommand(account_id=acct, idempotency_key="d3", amount=Decimal(500)))
+    materialize()  # usage is counted from the stream
+
+    key = opened.api_key_id
+    balance = invoke(balance_handler, api_event("/v1/credits/balance", api_key_id=key)).body
+    stats = invoke(
+        stats_handler, api_event("/v1/credits/stats", {"days": "1"}, api_key_id=key)
+    ).body
+    summary = invoke(lambda_handler, api_event(PATH, api_key_id=key)).body
+
+    # used = 5 + 2 + 4 (capture) - 2 (refund) - 2 (void) = 7; the adjustments are not use.
+    assert balance["used"] == stats["totalUsed"] == 7
+    assert summary["balance"]["used"] == summary["usageThisMonth"]["totalUsed"] == 7
+    # total: the opening grant; adjusted: +3 - 1.5; balance = total - used + adjusted.
+    assert (balance["total"], balance["adjusted"], balance["balance"]) == (100, 1.5, 94.5)
+    # Calls: d1, d2, the capture and the declined d3; failed: d3 and the voided d2.
+    assert (stats["totalCalls"], stats["failedRequests"], stats["successfulRequests"]) == (
+        4,
+        2,
+        2,
+    )
+    assert summary["totalRequestsAllTime"] == summary["usageThisMonth"]["successfulRequests"]
+    assert summary["totalRequestsAllTime"] == 2
+
+
+def test_the_demo_accounts_figures_agree_across_routes(
+    moto_store: CreditsStore, materialize: Callable[[], int]
+) -> None:
+    """The account `make run` seeds, where the disagreement was seen (`used` 42 against
+    `totalUsed` 37: its -5 adjustment counted as use; lifetime requests 9 against 8
+    successful: its refunded failed call). Its six days of history fit in `days=7`."""
+    demo = local_seed.provision(
+        "acct_demo_agree",
+        plan="pro",
+        issuer=InMemoryKeyIssuer(),
+        history=True,
+        materialize=materialize,
+    )
+    key = demo.api_key_id
+
+    balance = invoke(balance_handler, api_event("/v1/credits/balance", api_key_id=key)).body
+    lifetime = invoke(
+        stats_handler, api_event("/v1/credits/stats", {"days": "7"}, api_key_id=key)
+    ).body
+    summary = invoke(lambda_handler, api_event(PATH, api_key_id=key)).body
+
+    assert balance["used"] == lifetime["totalUsed"] == 37
+    assert balance["adjusted"] == -5
+    assert summary["totalRequestsAllTime"] == lifetime["successfulRequests"] == 8

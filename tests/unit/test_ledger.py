@@ -86,7 +86,8 @@ def stored_account(store: CreditsStore, account_id: str = ACCOUNT) -> Account:
 
 
 def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> None:
-    """balance == sum(amounts), the balanceAfter chain, a gapless sequence, total - used."""
+    """balance == sum(amounts), the balanceAfter chain, a gapless sequence, and
+    balance == total - used + adjusted (the lifetime figures, `domain.posting`)."""
     account = stored_account(store, account_id)
     lines = entries(store, account_id)
     assert [line.sequence for line in lines] == list(range(1, len(lines) + 1))
@@ -96,7 +97,7 @@ def assert_ledger_invariants(store: CreditsStore, account_id: str = ACCOUNT) -> 
         assert line.balance_after == running
     assert account.balance == running
     assert account.version == len(lines)
-    assert account.total - account.used == account.balance
+    assert account.total - account.used + account.adjusted == account.balance
     assert account.balance >= -account.overdraft_limit
 
 
@@ -603,7 +604,24 @@ def test_credits_can_fund_a_suspended_account(
 
 
 # ---------------------------------------------------------------- adjustments
-def test_positive_adjustment_adds_to_total_with_its_reason(
+def test_a_debit_by_action_is_described_by_its_action_unless_the_caller_says(
+    ledger: Ledger, moto_store: CreditsStore, account: str
+) -> None:
+    # A blank description on an entry charged by action said nothing about the charge.
+    debit(ledger, key="by-action", action="voice_call_minute", quantity=Decimal(2))
+    debit(ledger, key="one-sms", action="sms")
+    debit(ledger, key="said", action="sms", description="Welcome text")
+    debit(ledger, 1, key="by-amount")
+
+    assert [entry.description for entry in entries(moto_store)[1:]] == [
+        "voice_call_minute x 2",
+        "sms x 1",
+        "Welcome text",
+        "",
+    ]
+
+
+def test_positive_adjustment_adds_to_adjusted_with_its_reason(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     result = ledger.adjust(adjustment("7.5", reason="Goodwill for outage #12"))
@@ -612,11 +630,17 @@ def test_positive_adjustment_adds_to_total_with_its_reason(
     entry = entries(moto_store)[-1]
     assert entry.type is EntryType.ADJUSTMENT
     assert (entry.amount, entry.description) == (Decimal("7.5"), "Goodwill for outage #12")
-    assert stored_account(moto_store).total == Decimal("107.5")
+    # An adjustment is neither a credit bought or granted (`total`) nor use (`used`).
+    stored = stored_account(moto_store)
+    assert (stored.total, stored.used, stored.adjusted) == (
+        Decimal(100),
+        Decimal(0),
+        Decimal("7.5"),
+    )
     assert_ledger_invariants(moto_store)
 
 
-def test_negative_adjustment_removes_credits_and_counts_as_used(
+def test_negative_adjustment_removes_credits_but_is_not_use(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     result = ledger.adjust(adjustment("-30", reason="Reverse a duplicate top-up"))
@@ -624,7 +648,7 @@ def test_negative_adjustment_removes_credits_and_counts_as_used(
     assert (result.amount, result.balance_after) == (Decimal(30), Decimal(70))
     assert entries(moto_store)[-1].amount == -30
     stored = stored_account(moto_store)
-    assert (stored.used, stored.total) == (Decimal(30), Decimal(100))
+    assert (stored.used, stored.total, stored.adjusted) == (Decimal(0), Decimal(100), Decimal(-30))
     assert_ledger_invariants(moto_store)
 
 

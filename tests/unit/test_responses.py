@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from serverless_credits.domain import errors
+from serverless_credits.domain import errors, money
 from serverless_credits.domain.commands import DebitCommand
 from serverless_credits.transport import responses
 
@@ -65,12 +65,42 @@ def test_insufficient_credits_payload_carries_available_and_requested_as_json_nu
     details = payload["error"]["details"]
     assert details == {"available": 2.5, "requested": 10}
     assert isinstance(details["requested"], int)
-    assert json.loads(json.dumps(payload)) == payload
+    # Exact: the Lambda runtime writes a Decimal as its literal (money.dumps does the same).
+    assert json.loads(money.dumps(payload), parse_float=Decimal) == payload
 
 
 def test_unknown_action_names_the_field() -> None:
-    payload = responses.debit_error(errors.UnknownAction("teleport"))
-    assert payload["error"]["details"] == {"field": "action"}
+    error = errors.UnknownAction("teleport")
+    payload = responses.debit_error(error)
+    # A validation error names its fields under `details.fields`, whichever layer found it.
+    assert payload["error"]["details"] == {
+        "fields": [{"field": "action", "message": error.message}]
+    }
+
+
+def test_a_validation_failure_keeps_its_other_context_beside_the_fields() -> None:
+    error = errors.ValidationFailed("too much", {"field": "amount", "held": Decimal("5.0")})
+
+    assert responses.from_domain(error)["details"] == {
+        "fields": [{"field": "amount", "message": "too much"}],
+        "held": 5,
+    }
+    # Over HTTP every field is a query parameter, and the answer says so.
+    assert responses.details_of(error, location="query")["fields"] == [
+        {"field": "amount", "message": "too much", "in": "query"}
+    ]
+    # A rule on the request as a whole names no field.
+    whole = responses.from_domain(errors.ValidationFailed("give one of a or b"))
+    assert whole["details"] == {"fields": [{"field": None, "message": "give one of a or b"}]}
+
+
+def test_an_error_rebuilt_from_a_debit_function_answer_keeps_its_fields() -> None:
+    # The client rebuilds a refusal from the payload's details (already in the one shape);
+    # mapping it again (an API in front of the client) must not nest or lose them.
+    answered = responses.debit_error(errors.UnknownAction("teleport"))["error"]
+    rebuilt = errors.ValidationFailed.from_payload(answered["message"], answered["details"])
+
+    assert responses.from_domain(rebuilt)["details"] == answered["details"]
 
 
 def test_error_body_is_the_services_one_error_shape() -> None:
@@ -83,14 +113,21 @@ def test_error_body_is_the_services_one_error_shape() -> None:
 
 def test_error_body_without_details_or_request_id() -> None:
     assert responses.error_body("X", "y") == {
-        "error": {"code": "X", "message": "y", "details": None},
+        "error": {"code": "X", "message": "y", "details": {}},
         "requestId": None,
     }
 
 
-def test_from_domain_converts_nested_decimals() -> None:
-    error = errors.CreditsError("m", {"rows": [Decimal("0.000001"), {"n": Decimal("-4.0")}]})
-    assert responses.from_domain(error)["details"] == {"rows": [0.000001, {"n": -4}]}
+def test_from_domain_keeps_nested_decimals_exact() -> None:
+    """Integers become `int`; any other figure stays an exact, normalised Decimal (never a
+    float), for `money.dumps` or the Lambda runtime to write as its exact literal."""
+    error = errors.CreditsError(
+        "m", {"rows": [Decimal("0.000001"), {"n": Decimal("-4.0")}, Decimal("1234567890123.50")]}
+    )
+    details = responses.from_domain(error)["details"]
+    assert details == {"rows": [Decimal("0.000001"), {"n": -4}, Decimal("1234567890123.5")]}
+    assert type(details["rows"][1]["n"]) is int
+    assert money.dumps(details) == '{"rows":[0.000001,{"n":-4},1234567890123.5]}'
 
 
 def validation_error_for(request: dict[str, Any]) -> ValidationError:
@@ -121,7 +158,9 @@ def test_validation_error_payload_names_the_fields_in_its_message() -> None:
 
     assert payload["code"] == "VALIDATION_ERROR"
     assert payload["message"] == "Invalid request: amount"
-    assert payload["details"] == [{"field": "amount", "message": "Input should be greater than 0"}]
+    assert payload["details"] == {
+        "fields": [{"field": "amount", "message": "Input should be greater than 0"}]
+    }
 
 
 def test_a_whole_request_rule_has_no_field_and_the_message_says_request() -> None:
@@ -130,8 +169,9 @@ def test_a_whole_request_rule_has_no_field_and_the_message_says_request() -> Non
     )
 
     assert payload["message"] == "Invalid request: request"
-    assert payload["details"][0]["field"] is None
-    assert "exactly one of 'amount' or 'action'" in payload["details"][0]["message"]
+    (whole,) = payload["details"]["fields"]
+    assert whole["field"] is None
+    assert "exactly one of 'amount' or 'action'" in whole["message"]
 
 
 def test_an_unknown_field_is_named_but_its_value_is_not_echoed() -> None:
@@ -141,5 +181,7 @@ def test_an_unknown_field_is_named_but_its_value_is_not_echoed() -> None:
         )
     )
 
-    assert payload["details"] == [{"field": "apiKey", "message": "Extra inputs are not permitted"}]
+    assert payload["details"] == {
+        "fields": [{"field": "apiKey", "message": "Extra inputs are not permitted"}]
+    }
     assert SECRET not in json.dumps(payload)

@@ -160,6 +160,20 @@ class ApiKeyNotRecognised(CreditsError):
         super().__init__("API key is not linked to an account")
 
 
+class CreditsUnavailable(CreditsError):
+    """The service could not answer now: DynamoDB throttled or timed out past its retries,
+    or the Debit function could not be reached. Transient, not a refusal: retry later with
+    the same idempotency key (a write that did land replays, it never charges twice). The
+    HTTP API answers it 503 with `Retry-After`, the Debit function as this typed error, and
+    the client raises it when its retries are spent."""
+
+    code = "SERVICE_BUSY"
+    DEFAULT_MESSAGE = "Service busy: retry shortly"
+
+    def __init__(self, message: str = DEFAULT_MESSAGE, details: dict[str, Any] | None = None):
+        super().__init__(message, details)
+
+
 def error_for_code(code: str) -> type[CreditsError]:
     """The error class behind a stable code (the most specific one)."""
     return _BY_CODE.get(code, CreditsError)
@@ -191,5 +205,6 @@ _BY_CODE: dict[str, type[CreditsError]] = {
         HoldNotFound,
         HoldNotOpen,
         TooManyOpenHolds,
+        CreditsUnavailable,
     )
 }

@@ -5,7 +5,7 @@ ExpirerFunction.
 Every step that moves `reserved` is one conditional update of the account item fenced on
 the hold's entry in its `holds` map (`domain.posting.HoldFence`): a reserve needs the id
 absent, a capture, release or expiry needs it present with the amount held, so a repeated
-or late step fails its condition instead of applying twice (DESIGN-NOTES.md, "Fix 3").
+or late step fails its condition instead of applying twice (docs/design-notes.md, "Fix 3").
 """
 
 from __future__ import annotations

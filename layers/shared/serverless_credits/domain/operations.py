@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from serverless_credits.domain.models import (
     Account,
@@ -25,6 +26,15 @@ ONE_MICROSECOND = timedelta(microseconds=1)
 DEFAULT_TYPE = "debit"  # byType key for debits that name no action
 # Entries that are billable calls in daily usage: a held call counts once it is captured.
 BILLABLE = frozenset({EntryType.DEBIT, EntryType.CAPTURE})
+
+
+def described(description: str, action: str | None, quantity: Decimal | None) -> str:
+    """A debit's or reserve's description: the caller's, else one from its billable action
+    (`voice_call_minute x 2`), so an entry charged by action never reads blank; a plain
+    amount with none stays blank."""
+    if description or action is None:
+        return description
+    return f"{action} x {normalize(quantity if quantity is not None else Decimal(1)):f}"
 
 
 def transaction_id(sequence: int, op_id: str) -> str:

@@ -28,11 +28,21 @@ from serverless_credits.domain.models import (
 )
 from serverless_credits.domain.money import normalize
 
-# Lifetime figures: `used` is what was consumed (debits and captures net of refunds, and
-# downward corrections), `total` what was credited, so that `total - used == balance`.
+# Lifetime figures, so that `balance == total - used + adjusted` after every change:
+# - `used`: credits consumed by debits and captures, net of refunds and voids (the one
+#   definition of use, the same the daily usage counters sum: `domain.operations.usage_of`);
+# - `total`: credits added by top-ups and grants;
+# - `adjusted`: everything else, net: operators' adjustments either way and expired
+#   credits. Neither is use, nor a credit the customer bought or was given.
 _CONSUMING = frozenset({EntryType.DEBIT, EntryType.CAPTURE, EntryType.REFUND, EntryType.VOID})
-# Billable calls: counted in `lifetimeRequests`; a hold counts when it is captured.
+_CREDITING = frozenset({EntryType.TOPUP, EntryType.GRANT})
+_ADJUSTING = frozenset({EntryType.ADJUSTMENT, EntryType.EXPIRY})
+# Billable calls: counted in `lifetimeRequests`; a hold counts when it is captured. A call
+# refunded as failed (`failed_call`: every void, a refund flagged so) is taken back out,
+# as the daily usage counters count it failed: `lifetimeRequests` is the lifetime sum of
+# the stats' `successfulRequests`.
 _CALLS = frozenset({EntryType.DEBIT, EntryType.CAPTURE})
+_UNDOING = frozenset({EntryType.REFUND, EntryType.VOID})
 # What a suspended or closed account may not do. Capturing or releasing a hold stays
 # possible: the credits were set aside while the account was active.
 _NEEDS_ACTIVE = frozenset({EntryType.DEBIT, EntryType.HOLD})
@@ -92,6 +102,7 @@ class Posting:
     funds_needed: Decimal | None
     reserved: Decimal = Decimal(0)
     hold: HoldFence | None = None
+    adjusted: Decimal = Decimal(0)
 
     def floor(self, overdraft_limit: Decimal) -> Decimal | None:
         if self.funds_needed is None:
@@ -103,15 +114,16 @@ def posting_for(operation: Operation, now: datetime) -> Posting:
     """The posting of `operation` applied at `now` (the time hold fences are judged at)."""
     amount = operation.amount
     held = operation.held or Decimal(0)
-    consuming = operation.type in _CONSUMING or amount < 0
+    zero = Decimal(0)
     return Posting(
         balance=amount,
         # What is reserved is not available: a hold takes from `available` at once, its
         # capture or release gives back what it held, less what the capture took.
         available=amount - held,
-        used=-amount if consuming else Decimal(0),
-        total=Decimal(0) if consuming else amount,
-        requests=1 if operation.type in _CALLS else 0,
+        used=-amount if operation.type in _CONSUMING else zero,
+        total=amount if operation.type in _CREDITING else zero,
+        adjusted=amount if operation.type in _ADJUSTING else zero,
+        requests=_requests(operation),
         require_active=operation.type in _NEEDS_ACTIVE,
         # Debits, holds and downward adjustments may not dig past the overdraft limit; a
         # capture only takes what its hold already set aside.
@@ -119,6 +131,14 @@ def posting_for(operation: Operation, now: datetime) -> Posting:
         reserved=held,
         hold=_fence(operation, now),
     )
+
+
+def _requests(operation: Operation) -> int:
+    if operation.type in _CALLS:
+        return 1
+    if operation.type in _UNDOING and operation.failed_call:
+        return -1
+    return 0
 
 
 def _funds_needed(entry_type: EntryType, amount: Decimal, held: Decimal) -> Decimal | None:

@@ -12,15 +12,26 @@ Refusals raise the same typed errors the ledger raises (`errors.InsufficientCred
 with `.available`, `errors.AccountSuspended`, `errors.HoldNotOpen`, ...). Because every
 charge carries an idempotency key, the client retries a failed invocation safely.
 
+One retry layer: the client's own. Its boto3 Lambda client makes one attempt per call
+(botocore's retries off), and `_call` makes at most `attempts` invocations (default 3), with
+jittered exponential backoff, on what is transient: Lambda throttling or a server error, a
+timeout or a dropped connection, the Debit function's unhandled error, and its typed
+`SERVICE_BUSY`. Then it raises `CreditsUnavailable` (also a `CreditsError`, code
+`SERVICE_BUSY`). A Lambda client you pass in should make one attempt too
+(`Config(retries={"total_max_attempts": 1})`), or its retries multiply ours.
+
 This module and `store` are the only ones that talk to AWS.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
+import random
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from types import TracebackType
@@ -33,12 +44,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serverless_credits.domain.errors import (
     CreditsError,
+    CreditsUnavailable,
     HoldNotFound,
     HoldNotOpen,
     IdempotencyConflict,
+    ValidationFailed,
+    VoidNotAllowed,
     error_for_code,
 )
-from serverless_credits.domain.idempotency import derived_key
+from serverless_credits.domain.idempotency import MAX_KEY_LENGTH, derived_key
 from serverless_credits.domain.models import OperationResult
 from serverless_credits.domain.money import json_number
 
@@ -50,10 +64,23 @@ logger = logging.getLogger(__name__)
 # The steps that settle a hold, named in the idempotency keys derived from the reserve's.
 CAPTURE_STEP = "capture"
 RELEASE_STEP = "release"
+# The charge of a retried call whose earlier attempt failed (its charge voided or released).
+RECHARGE_STEP = "recharge"
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
 
 
-class CreditsUnavailable(Exception):
-    """The Debit function failed unexpectedly (after retries): not a refusal."""
+# Lambda API errors worth another attempt (the rest are a misconfiguration: fail at once).
+RETRYABLE_INVOKE_ERRORS = frozenset(
+    {
+        "TooManyRequestsException",
+        "ServiceException",
+        "ResourceNotReadyException",
+        "EC2ThrottledException",
+        "ThrottlingException",
+    }
+)
+BACKOFF_BASE_SECONDS = 0.1
+BACKOFF_CAP_SECONDS = 2.0
 
 
 class ClientSettings(BaseModel):
@@ -79,10 +106,14 @@ class CreditsClient:
         lambda_client: LambdaClient | None = None,
         *,
         attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
         self._function_name = function_name
         self._lambda = lambda_client
         self._attempts = attempts
+        self._sleep = sleep
 
     @property
     def function_name(self) -> str:
@@ -91,8 +122,9 @@ class CreditsClient:
     @property
     def lambda_client(self) -> LambdaClient:
         if self._lambda is None:
+            # One attempt per call: `_call` is the one retry layer (module docstring).
             self._lambda = boto3.client(
-                "lambda", config=Config(retries={"mode": "standard", "max_attempts": 3})
+                "lambda", config=Config(retries={"mode": "standard", "total_max_attempts": 1})
             )
         return self._lambda
 
@@ -243,30 +275,56 @@ class CreditsClient:
         return CreditHold(self, account_id, idempotency_key, reserve)
 
     def _call(self, request: dict[str, Any]) -> OperationResult:
+        """At most `attempts` invocations; retrying is safe: the same idempotency key
+        cannot charge twice."""
         payload = json.dumps(request).encode()
-        failure = "no attempt made"
-        for _ in range(self._attempts):
+        for attempt in range(self._attempts):
+            if attempt:
+                ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+                self._sleep(random.uniform(0, ceiling))  # noqa: S311 - jitter, not security
             try:
-                response = self.lambda_client.invoke(
-                    FunctionName=self.function_name,
-                    InvocationType="RequestResponse",
-                    Payload=payload,
-                )
-                body = json.loads(response["Payload"].read() or b"null")
-            except (BotoCoreError, ClientError, ValueError) as exc:
-                failure = f"invoke failed: {exc}"
-                continue
-            if response.get("FunctionError"):
-                # Safe to retry: the same idempotency key cannot charge twice.
-                failure = f"Debit function error: {body}"
-                continue
-            if isinstance(body, dict) and "error" in body:
-                error = body["error"]
-                raise error_for_code(str(error.get("code"))).from_payload(
-                    str(error.get("message")), error.get("details")
-                )
-            return OperationResult.model_validate(body)
-        raise CreditsUnavailable(failure)
+                return self._invoke_once(payload)
+            except _Transient as transient:
+                failure = transient.reason
+        logger.warning("Debit function unavailable after %d attempt(s): %s", attempt + 1, failure)
+        raise CreditsUnavailable()
+
+    def _invoke_once(self, payload: bytes) -> OperationResult:
+        try:
+            response = self.lambda_client.invoke(
+                FunctionName=self.function_name,
+                InvocationType="RequestResponse",
+                Payload=payload,
+            )
+            # Figures are exact JSON numbers (docs/http-api.md, "Numbers and limits"):
+            # read as Decimal, never through a float.
+            body = json.loads(response["Payload"].read() or b"null", parse_float=Decimal)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code not in RETRYABLE_INVOKE_ERRORS:
+                raise CreditsUnavailable() from exc  # permissions, no such function...
+            raise _Transient(f"invoke failed: {code}") from exc
+        except (BotoCoreError, ValueError) as exc:
+            raise _Transient(f"invoke failed: {exc}") from exc
+        if response.get("FunctionError"):
+            raise _Transient(f"Debit function error: {body}")
+        if isinstance(body, dict) and "error" in body:
+            error = body["error"]
+            refusal = error_for_code(str(error.get("code"))).from_payload(
+                str(error.get("message")), error.get("details")
+            )
+            if isinstance(refusal, CreditsUnavailable):
+                raise _Transient("Debit function busy")
+            raise refusal
+        return OperationResult.model_validate(body)
+
+
+class _Transient(Exception):
+    """One invocation failed in a way another attempt may not."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _charge_request(
@@ -423,6 +481,61 @@ R = TypeVar("R")
 Handler = Callable[[dict[str, Any], Any], R]
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def idempotency_key_of(event: Any) -> str | None:
+    """The business id of the request an event carries, as `charge_per_call`'s default
+    idempotency key, or None when it carries none. Stable across every delivery and retry
+    of the same request, and different for different requests:
+
+    - an SQS event of ONE record: `sqs:<messageId>` (a redelivery keeps its messageId);
+      a batch of several has no single id (charge per message, or pass a key);
+    - an EventBridge event: `events:<id>` (a retry of the delivery keeps its id);
+    - an API Gateway proxy event: `http:<Idempotency-Key header>` when the caller sent one
+      (its retries then charge once), else `apigw:<requestContext.requestId>`;
+    - a direct invocation whose payload names one: its `idempotencyKey` field.
+
+    Never the invocation's `aws_request_id`: SQS redelivers a message in a new invocation."""
+    if not isinstance(event, dict):
+        return None
+    records = event.get("Records")
+    if isinstance(records, list):
+        sqs = [r for r in records if isinstance(r, dict) and r.get("eventSource") == "aws:sqs"]
+        message_id = _text(sqs[0].get("messageId")) if len(records) == len(sqs) == 1 else None
+        return f"sqs:{message_id}" if message_id else None
+    if "detail-type" in event and _text(event.get("id")):
+        return f"events:{event['id']}"
+    context = event.get("requestContext")
+    if isinstance(context, dict) and ("httpMethod" in event or "routeKey" in event):
+        headers = event.get("headers") if isinstance(event.get("headers"), dict) else {}
+        sent = {str(k).lower(): v for k, v in (headers or {}).items()}
+        header = _text(sent.get(IDEMPOTENCY_KEY_HEADER))
+        if header:
+            return f"http:{header}"
+        request_id = _text(context.get("requestId"))
+        return f"apigw:{request_id}" if request_id else None
+    return _text(event.get("idempotencyKey"))
+
+
+def _key_for(
+    event: dict[str, Any],
+    context: Any,
+    choose: Callable[[dict[str, Any], LambdaContextLike], str] | None,
+) -> str:
+    key = choose(event, context) if choose else idempotency_key_of(event)
+    if not key:
+        raise ValidationFailed(
+            "charge_per_call needs the request's business id as its idempotency key: pass "
+            "idempotency_key=..., or invoke with an event idempotency_key_of recognises",
+            {"field": "idempotencyKey"},
+        )
+    if len(key) > MAX_KEY_LENGTH:  # a long business id: still one key per request
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
 def charge_per_call(
     client: CreditsClient | Callable[[], CreditsClient],
     *,
@@ -458,12 +571,21 @@ def charge_per_call(
             minutes = transcribe(event["audioUrl"], limit=event["maxMinutes"])
             return {"minutes": minutes, "creditsUsed": Decimal(minutes) * 3}
 
-    The idempotency key defaults to the invocation's request id, so Lambda's own retries
-    of one invocation charge once: the debit, or the reserve and its capture, replay. A
-    failed call's debit is voided (in full, and counted as failed in usage) or its hold
-    released before its exception propagates; a retry of that same invocation is then not
-    charged again (its reserve replays the released hold, whose capture is refused and
-    logged). Pass `idempotency_key` to tie the charge to your own request instead.
+    The idempotency key is the business id of the request: `idempotency_key(event,
+    context)` when given, else `idempotency_key_of(event)` (an SQS message's id, an
+    EventBridge event's id, API Gateway's `Idempotency-Key` header or request id, a direct
+    invocation's `idempotencyKey`); with neither, the call is refused (`ValidationFailed`)
+    before anything is charged. Never the invocation's `aws_request_id`: an SQS redelivery
+    of one message comes in a new invocation and must not charge twice.
+
+    Every delivery and retry of one request therefore charges once: the debit, or the
+    reserve and its capture, replay. A failed call's debit is voided (in full, and counted
+    as failed in usage) or its hold released before its exception propagates; when a later
+    attempt of the same request succeeds, it is charged then, under `<key>:recharge`
+    (a retry does not run free): a replayed debit is voided (a replay if the failed attempt
+    voided it) and charged again under that key, a replayed hold that was released has the
+    call's usage debited under it. Either way exactly one charge stands per request, however
+    many attempts ran.
     """
     if (estimate is None) != (usage is None):
         raise TypeError("charge_per_call: give both 'estimate' and 'usage' to hold, or neither")
@@ -476,7 +598,7 @@ def charge_per_call(
         @functools.wraps(handler)
         def charged(event: dict[str, Any], context: Any) -> R:
             credits = client if isinstance(client, CreditsClient) else client()
-            key = idempotency_key(event, context) if idempotency_key else context.aws_request_id
+            key = _key_for(event, context, idempotency_key)
             account = account_id(event)
             if usage is not None and estimate is not None:
                 most = estimate(event) if callable(estimate) else estimate
@@ -501,7 +623,7 @@ def charge_per_call(
                 description=description,
             )
             try:
-                return handler(event, context)
+                result = handler(event, context)
             except Exception:
                 credits.void(
                     account_id=account,
@@ -509,16 +631,44 @@ def charge_per_call(
                     reason=f"Void of {charge.transaction_id}: the charged call failed",
                 )
                 raise
+            if charge.replayed:
+                _recharge_if_voided(credits, account, key, charge)
+            return result
 
         return charged
 
     return decorate
 
 
+def _recharge_if_voided(
+    credits: CreditsClient, account: str, key: str, charge: OperationResult
+) -> None:
+    """A successful attempt whose debit replayed an earlier attempt's: make sure exactly one
+    charge stands. Voiding `key` replays when the earlier attempt failed (voided), or voids
+    a charge that stood (an earlier success: a redelivery); either way the call is then
+    charged under `<key>:recharge`, which replays on any later attempt. Past the void
+    window the earlier charge stands (a void of it would have replayed): nothing to do."""
+    try:
+        credits.void(
+            account_id=account,
+            idempotency_key=key,
+            reason=f"Void of {charge.transaction_id}: charged again under its retry",
+        )
+    except VoidNotAllowed:
+        return
+    credits.debit(
+        account_id=account,
+        idempotency_key=derived_key(key, RECHARGE_STEP),
+        amount=charge.amount,
+        description=f"Retry of {charge.transaction_id}",
+    )
+
+
 def _capture_usage(hold: CreditHold, used: Decimal | int) -> None:
     """Capture what a call used, at most its hold. A retried invocation whose earlier
-    attempt settled the hold already (released after a failure, or captured) is not
-    charged again: the refusal is logged, the call's result stands."""
+    attempt captured the hold already is not charged again (the capture replays, or is
+    refused and logged); one whose earlier attempt failed and released the hold has the
+    usage debited under `<key>:recharge` instead (a retry does not run free)."""
     taken: Decimal | int | None = used
     if used > hold.amount:
         logger.warning(
@@ -532,6 +682,15 @@ def _capture_usage(hold: CreditHold, used: Decimal | int) -> None:
     except (HoldNotFound, HoldNotOpen, IdempotencyConflict) as refused:
         if not hold.replayed:
             raise
+        status = (refused.details or {}).get("status")
+        if isinstance(refused, HoldNotOpen) and status != "captured" and used > 0:
+            hold._client.debit(
+                account_id=hold.account_id,
+                idempotency_key=derived_key(hold.idempotency_key, RECHARGE_STEP),
+                amount=min(Decimal(used), hold.amount),
+                description=f"Retry of hold {hold.hold_id}",
+            )
+            return
         logger.warning(
             "hold settled by an earlier attempt of this invocation: %r",
             refused,
@@ -545,4 +704,5 @@ __all__ = [
     "CreditsError",
     "CreditsUnavailable",
     "charge_per_call",
+    "idempotency_key_of",
 ]

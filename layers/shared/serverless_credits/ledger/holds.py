@@ -47,6 +47,7 @@ from serverless_credits.domain.models import (
     ReleaseReason,
 )
 from serverless_credits.domain.money import normalize
+from serverless_credits.domain.operations import described
 from serverless_credits.ledger.declined import count_declined
 from serverless_credits.ledger.ports import (
     Accounts,
@@ -126,7 +127,7 @@ class HoldOperations:
             held=amount,
             hold_id=new_hold_id(),
             expires_at=hold_expiry(self._clock(), command.expires_in),
-            description=command.description,
+            description=described(command.description, command.action, quantity),
             metadata=dict(command.metadata),
             action=command.action,
             quantity=quantity,

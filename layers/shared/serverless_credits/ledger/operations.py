@@ -41,7 +41,7 @@ from serverless_credits.domain.models import (
     utc_now,
 )
 from serverless_credits.domain.money import normalize
-from serverless_credits.domain.operations import BILLABLE, sequence_of
+from serverless_credits.domain.operations import BILLABLE, described, sequence_of
 from serverless_credits.domain.outcomes import RefundLimitReached
 from serverless_credits.ledger.declined import count_declined
 from serverless_credits.ledger.holds import HoldOperations
@@ -116,7 +116,7 @@ class Ledger:
         operation = Operation(
             type=EntryType.DEBIT,
             amount=-amount,
-            description=command.description,
+            description=described(command.description, command.action, quantity),
             metadata=dict(command.metadata),
             action=command.action,
             quantity=quantity,

@@ -1,4 +1,4 @@
-"""The write path every balance change takes (DESIGN-NOTES.md, docs/write-path.md):
+"""The write path every balance change takes (docs/design-notes.md, docs/write-path.md):
 
 1. **Lease**: a conditional `PutItem` of the idempotency record (pending, fingerprint,
    operation id, the whole operation, lease expiry). An existing record answers instead:

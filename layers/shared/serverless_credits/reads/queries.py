@@ -4,8 +4,10 @@ stats and summary.
 Every view costs a fixed number of DynamoDB requests, whatever the size of the ledger
 (SPEC "Non-functional targets"):
 - balance, balances: one GetItem of the account item;
-- transactions: one Query of the ledger partition per page (the `offset` compatibility
-  mode reads and discards up to `MAX_OFFSET` entries first);
+- transactions: one Query of the ledger partition per page, at most `MAX_QUERIES` when a
+  filter leaves it short, examining at most `MAX_SCANNED` entries (plus the `offset`
+  compatibility mode's skipped ones, at most `MAX_OFFSET`): a sparse filter gets a partial
+  page and a cursor to continue, never a scan of the ledger;
 - stats, summary: one GetItem (credit price, balance) and one Query of the daily usage
   aggregates (at most `MAX_RANGE_DAYS` small rows), never the ledger.
 
@@ -32,17 +34,21 @@ from serverless_credits.domain.models import (
     DailyUsage,
     EntryType,
     LedgerEntry,
+    ReleaseReason,
     SubscriptionStatus,
     utc_now,
 )
 from serverless_credits.domain.money import Credits, format_cost, jsonable, normalize
 from serverless_credits.reads.cursor import CursorSigner
+from serverless_credits.storage import ledger_entries
 from serverless_credits.storage.ledger_entries import EntryRange
 from serverless_credits.storage.store import CreditsStore
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
-MAX_OFFSET = 10_000
+MAX_OFFSET = 1_000
+MAX_SCANNED = 1_000  # ledger entries one transactions page may examine, beyond `offset`
+MAX_QUERIES = ledger_entries.MAX_QUERIES
 DEFAULT_DAYS = 30
 MAX_DAYS = 90
 MAX_RANGE_DAYS = 366
@@ -106,9 +112,15 @@ class BalanceView(CamelModel):
     reserved: Credits = Field(description="Credits held back by open reservations")
     available: Credits = Field(description="balance - reserved: what a debit may use")
     used: Credits = Field(
-        description="Credits debited over the account's lifetime (net of refunds)"
+        description="Credits used over the account's lifetime: debits and captures, net of "
+        "refunds and voids (adjustments and expiries are not use). The lifetime sum of the "
+        "stats' `totalUsed`"
     )
-    total: Credits = Field(description="Credits ever added (top-ups, grants, positive adjustments)")
+    total: Credits = Field(description="Credits added over the account's lifetime: top-ups, grants")
+    adjusted: Credits = Field(
+        description="Net of operators' adjustments (either way) and expired credits, lifetime: "
+        "balance = total - used + adjusted"
+    )
     currency: str = Field(description="Currency of the credit price (ISO 4217)")
     credit_price: Credits = Field(description="Price of one credit in `currency`")
     low_balance: bool = Field(description="available is at or below the low-balance threshold")
@@ -154,6 +166,20 @@ class TransactionView(CamelModel):
     endpoint: str | None = None
     refund_of: str | None = None
     actor: str | None = Field(default=None, description="Who made an operator's change")
+    hold_id: str | None = Field(
+        default=None, description="The hold a hold, capture or release entry belongs to"
+    )
+    held: Credits | None = Field(
+        default=None,
+        description="Signed change of `reserved`: +amount held on a hold, -amount on its "
+        "capture or release",
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="On a hold entry: when the hold expires"
+    )
+    reason: ReleaseReason | None = Field(
+        default=None, description="On a release entry: `released`, or `expired` (the expirer)"
+    )
     created_at: AwareDatetime
 
 
@@ -161,9 +187,17 @@ class TransactionsPage(CamelModel):
     """GET /v1/credits/transactions: a page, most recent first."""
 
     data: list[TransactionView]
-    has_more: bool
+    has_more: bool = Field(
+        description="More entries may follow: read them with `nextCursor` (false on the last page)"
+    )
     next_cursor: str | None = Field(
         default=None, description="Pass as `cursor` to read the next page (null on the last page)"
+    )
+    partial: bool = Field(
+        default=False,
+        description=f"The page stopped early: a filter matched fewer than `limit` of the "
+        f"{MAX_SCANNED:,} entries one page may examine. `data` may be short or empty; "
+        "`hasMore` is true and `nextCursor` continues where the page stopped",
     )
     limit: int
     offset: int
@@ -192,9 +226,15 @@ class StatsView(CamelModel):
     period_end: date
     currency: str
     credit_price: Credits
-    total_used: Credits = Field(description="Net credits used (debits minus refunds)")
+    total_used: Credits = Field(
+        description="Credits used in the range: debits and captures, net of refunds and voids "
+        "(netted on the day of the call they undo); adjustments and expiries are not use. "
+        "Over the account's whole life it equals the balance's `used`"
+    )
     total_calls: int = Field(description="Billable calls attempted, declined ones included")
-    successful_requests: int
+    successful_requests: int = Field(
+        description="totalCalls - failedRequests: calls charged and not refunded as failed"
+    )
     failed_requests: int = Field(description="Declined calls and calls refunded as failed")
     total_cost: str
     total: UsageTotal
@@ -220,7 +260,11 @@ class SummaryView(CamelModel):
     balance: BalanceView
     subscription: Subscription
     usage_this_month: StatsView
-    total_requests_all_time: int = Field(description="Successful billable requests, lifetime")
+    total_requests_all_time: int = Field(
+        description="Successful billable requests over the account's lifetime: calls charged "
+        "(debits, captures) less those refunded as failed (voids, refunds flagged failed). "
+        "The lifetime sum of the stats' `successfulRequests`; declined calls are not in it"
+    )
     account_created_at: AwareDatetime
 
 
@@ -243,6 +287,7 @@ def balance_view(account: Account) -> BalanceView:
         available=normalize(account.available),
         used=normalize(account.used),
         total=normalize(account.total),
+        adjusted=normalize(account.adjusted),
         currency=account.currency,
         credit_price=normalize(account.credit_price),
         low_balance=account.low_balance,
@@ -314,6 +359,10 @@ def transaction_view(entry: LedgerEntry) -> TransactionView:
         endpoint=entry.endpoint,
         refund_of=entry.refund_of,
         actor=entry.actor,
+        hold_id=entry.hold_id,
+        held=_n(entry.held),
+        expires_at=entry.expires_at,
+        reason=entry.reason,
         created_at=entry.created_at,
     )
 
@@ -332,18 +381,17 @@ EARLIEST_DAY, LATEST_DAY = date(MIN_YEAR, 1, 1), date(MAX_YEAR, 12, 31)
 def _sequence_range(
     store: CreditsStore, account_id: str, first: datetime | None, last: datetime | None
 ) -> EntryRange | None:
-    """The ledger sequences a time range can hold, from the daily items' first and last
-    sequence (one Query of small rows); None when no entry falls on those days."""
-    rows = store.usage.days(
+    """The ledger sequences a time range can hold, from the first and last sequence of the
+    first and last day of the range with entries (two Queries of a few small rows, however
+    long the range); None when no entry falls on those days."""
+    bounds = store.usage.sequence_bounds(
         account_id,
         first.date() if first else EARLIEST_DAY,
         last.date() if last else LATEST_DAY,
     )
-    firsts = [int(row["firstSeq"]) for row in rows if "firstSeq" in row]
-    lasts = [int(row["lastSeq"]) for row in rows if "lastSeq" in row]
-    if not firsts or not lasts:
+    if bounds is None:
         return None
-    return EntryRange(first_sequence=min(firsts), last_sequence=max(lasts))
+    return EntryRange(first_sequence=bounds[0], last_sequence=bounds[1])
 
 
 def transactions(
@@ -364,6 +412,11 @@ def transactions(
     right after the previous page, so entries added meanwhile cause no gaps or repeats.
     `offset` is kept for compatibility: it reads and discards `offset` entries first.
     A time range is first narrowed to a sequence range by the daily usage items.
+
+    Every page examines at most `offset + MAX_SCANNED` entries in at most `MAX_QUERIES`
+    Queries: a filter (`type`, the exact times) that matches too few of them returns a
+    partial page (`partial`, `hasMore`, a cursor after the last entry examined). An
+    `offset` that the budget cannot reach under a filter is refused (use the cursor).
     """
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed(f"limit must be between 1 and {MAX_LIMIT}", {"field": "limit"})
@@ -394,18 +447,31 @@ def transactions(
             created_to=last,
             entry_type=entry_type,
         )
-    entries, next_sequence = store.entries.page(
-        account_id, limit=offset + limit, after_sequence=after, scope=entry_range
+    found = store.entries.read_page(
+        account_id,
+        limit=limit,
+        skip=offset,
+        after_sequence=after,
+        scope=entry_range,
+        max_scanned=offset + max(MAX_SCANNED, limit + 1),
+        max_queries=MAX_QUERIES,
     )
-    entries = entries[offset:]
+    if found.stopped_early and found.skipped < offset:
+        raise ValidationFailed(
+            f"offset {offset} is out of reach: fewer than {offset} entries match these "
+            f"filters among the {found.scanned:,} one page may examine; page with the cursor",
+            {"field": "offset"},
+        )
+    next_sequence = found.next_sequence
     return TransactionsPage(
-        data=[transaction_view(entry) for entry in entries],
+        data=[transaction_view(entry) for entry in found.entries],
         has_more=next_sequence is not None,
         next_cursor=(
             signer.sign(account_id=account_id, scope=scope, position=str(next_sequence))
             if next_sequence
             else None
         ),
+        partial=found.stopped_early,
         limit=limit,
         offset=offset,
     )
@@ -586,7 +652,9 @@ __all__ = [
     "MAX_DAYS",
     "MAX_LIMIT",
     "MAX_OFFSET",
+    "MAX_QUERIES",
     "MAX_RANGE_DAYS",
+    "MAX_SCANNED",
     "BalanceView",
     "BalancesView",
     "DateOrTime",

@@ -38,6 +38,7 @@ _FIGURES = {
     "available": "available",
     "used": "used",
     "total": "#total",
+    "adjusted": "adjusted",
     "requests": "lifetimeRequests",
     "reserved": "reserved",
 }
@@ -236,6 +237,7 @@ class AccountStore:
             "available": posting.available,
             "used": posting.used,
             "total": posting.total,
+            "adjusted": posting.adjusted,
             "requests": Decimal(posting.requests),
             "reserved": posting.reserved,
         }

@@ -1,5 +1,5 @@
 """The single-table key layout. Each role has its own partition key, so a change writes
-exactly one item on the account's partition (see DESIGN-NOTES.md)."""
+exactly one item on the account's partition (see docs/design-notes.md)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from serverless_credits.domain import admin_commands as requests
 from serverless_credits.domain.errors import CreditsError, ValidationFailed
 from serverless_credits.domain.holds import expired_holds
 from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry, utc_now
-from serverless_credits.domain.money import json_number
+from serverless_credits.domain.money import exact_dump, exact_number
 from serverless_credits.ledger.admin import (
     AccountHolds,
     Administration,
@@ -35,7 +35,8 @@ Json = dict[str, Any]
 
 
 def _json(model: BaseModel) -> Json:
-    dumped: Json = model.model_dump(mode="json", by_alias=True)
+    # Decimals kept: the Lambda runtime writes each as its exact literal (docs/http-api.md).
+    dumped: Json = exact_dump(model)
     return dumped
 
 
@@ -47,7 +48,7 @@ def account_view(account: Account) -> Json:
         "plan": account.plan,
         **_json(balance_view(account)),
         "statusReason": account.status_reason,
-        "overdraftLimit": json_number(account.overdraft_limit),
+        "overdraftLimit": exact_number(account.overdraft_limit),
         "email": account.email,
         "version": account.version,
         "createdAt": account.created_at.isoformat(),
@@ -68,8 +69,8 @@ def _accounts(accounts: list[Account]) -> Json:
                 "name": account.name,
                 "plan": account.plan,
                 "status": account.status.value,
-                "balance": json_number(account.balance),
-                "available": json_number(account.available),
+                "balance": exact_number(account.balance),
+                "available": exact_number(account.available),
             }
             for account in accounts
         ]
@@ -84,7 +85,7 @@ def _new_account(created: NewAccount) -> Json:
         "plan": account.plan,
         "apiKey": created.api_key.get_secret_value(),  # shown this once, never stored
         "apiKeyId": created.api_key_id,
-        "balance": json_number(account.balance),
+        "balance": exact_number(account.balance),
     }
 
 
@@ -159,8 +160,8 @@ def _holds(found: AccountHolds) -> Json:
     expired = set(expired_holds(account, now))
     return {
         "accountId": account.account_id,
-        "reserved": json_number(account.reserved),
-        "available": json_number(account.available),
+        "reserved": exact_number(account.reserved),
+        "available": exact_number(account.available),
         "holds": [
             _json(
                 hold_view(hold_id, held, found.described.get(hold_id), expired=hold_id in expired)

@@ -7,7 +7,9 @@ the one error shape and the request id.
   whatever else is wrong with the request.
 - Every non-2xx response is `{"error": {"code", "message", "details"}, "requestId"}`;
   bad parameters name the field (422 for the parameter schema, 400 for rules across
-  parameters); anything unexpected is logged and answered 500 without detail.
+  parameters); a transient fault (DynamoDB throttling past botocore's retries, a timeout,
+  a dropped connection) is 503 `SERVICE_BUSY` with `Retry-After`; anything else unexpected
+  is logged and answered 500 without detail (`responses.transient_fault` tells them apart).
 - Every response carries `X-Request-Id` (API Gateway's request id).
 """
 
@@ -28,6 +30,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
+    OpenAPIResponseValidationMiddleware,
+)
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.request import Request
 from aws_lambda_powertools.metrics import MetricUnit
@@ -35,17 +40,14 @@ from pydantic import BaseModel, Field
 
 from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.domain.errors import (
-    ApiKeyNotRecognised,
-    CreditsError,
-    ServiceBusy,
-    ValidationFailed,
-)
+from serverless_credits.domain import money
+from serverless_credits.domain.errors import ApiKeyNotRecognised, CreditsError
 from serverless_credits.storage.store import CreditsStore
 from serverless_credits.transport import responses
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.event_handler.api_gateway import Route
     from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -148,12 +150,20 @@ def request_id_of(event: Mapping[str, Any], context: Any = None) -> str:
     return fallback if isinstance(fallback, str) and fallback else str(uuid.uuid4())
 
 
-def _raw_error(status: int, error: dict[str, Any], request_id: str) -> dict[str, Any]:
+def _raw_error(
+    status: int,
+    error: dict[str, Any],
+    request_id: str,
+    headers: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """A proxy response built before routing (authentication failures)."""
     return {
         "statusCode": status,
-        "multiValueHeaders": {"Content-Type": [JSON]},
-        "body": json.dumps({"error": error, "requestId": request_id}, separators=(",", ":")),
+        "multiValueHeaders": {
+            "Content-Type": [JSON],
+            **{name: [value] for name, value in (headers or {}).items()},
+        },
+        "body": money.dumps({"error": error, "requestId": request_id}),
         "isBase64Encoded": False,
     }
 
@@ -174,14 +184,60 @@ def _validation_details(error: RequestValidationError) -> list[dict[str, Any]]:
 _INTERNAL = responses.error_object("INTERNAL_ERROR", "Internal error")
 
 
+def _error_code(response: Mapping[str, Any]) -> str | None:
+    """The `error.code` of one of our error responses (None if the body is not one)."""
+    try:
+        code = json.loads(response.get("body") or "")["error"]["code"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return code if isinstance(code, str) else None
+
+
+def _log_refusal(status: int, response: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+    """One structured line per non-2xx answer: its status, code and route (the resource
+    template, e.g. `/v1/credits/balance`: no query, no header, no key). The logger's
+    correlation id (API Gateway's request id) ties it to the response's X-Request-Id."""
+    resource = event.get("resource")
+    extra = {
+        "status": status,
+        "code": _error_code(response),
+        "route": resource[:128] if isinstance(resource, str) else None,
+    }
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        logger.warning("request failed", extra=extra)
+    else:
+        logger.info("request refused", extra=extra)
+
+
+# ---------------------------------------------------------------- exact money
+class _ExactResponseValidation(OpenAPIResponseValidationMiddleware):
+    """Powertools' response validation, whose JSON-mode dump of the route's model can only
+    write a Decimal as a float (exact up to 15 significant digits) or a string: each Decimal
+    of the model is put back exactly (`money.exact_json`) for the resolver's serializer,
+    `money.dumps`, to write as an exact JSON number (docs/http-api.md, "Numbers and limits")."""
+
+    def _handle_response(self, *, route: Route, response: Response[Any]) -> Response[Any]:
+        returned = response.body
+        response = super()._handle_response(route=route, response=response)
+        if isinstance(returned, BaseModel) and response.is_json():
+            response.body = money.exact_json(
+                returned.model_dump(mode="python", by_alias=True), response.body
+            )
+        return response
+
+
 # ---------------------------------------------------------------- the resolver
 class CreditsApiResolver(APIGatewayRestResolver):
     """An `APIGatewayRestResolver(enable_validation=True)` that authenticates by API key
-    before routing, maps every failure to the service's error shape and stamps the
-    request id on every response."""
+    before routing, maps every failure to the service's error shape, stamps the request id
+    on every response and writes money as exact JSON numbers (`money.dumps`)."""
 
     def __init__(self, metrics: Metrics | None = None) -> None:
-        super().__init__(enable_validation=True)
+        super().__init__(enable_validation=True, serializer=money.dumps)
+        self._response_validation_middleware = _ExactResponseValidation(
+            validation_serializer=money.dumps,
+            has_response_validation_error=self._has_response_validation_error,
+        )
         self._metrics = metrics
         self._register_error_handlers()
 
@@ -190,11 +246,18 @@ class CreditsApiResolver(APIGatewayRestResolver):
         request_id = request_id_of(event, context)
         try:
             account_id = api_keys().account_for(api_key_id_of(event))
-        except CreditsError as exc:
-            response = _raw_error(responses.status_for(exc), responses.from_domain(exc), request_id)
-        except Exception:
-            logger.exception("API key resolution failed")
-            response = _raw_error(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL, request_id)
+        except Exception as exc:
+            error = exc if isinstance(exc, CreditsError) else responses.transient_fault(exc)
+            if error is None:
+                logger.exception("API key resolution failed")
+                response = _raw_error(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL, request_id)
+            else:
+                response = _raw_error(
+                    responses.status_for(error),
+                    responses.from_domain(error),
+                    request_id,
+                    responses.headers_for(error),
+                )
         else:
             self.context.update(account_id=account_id, request_id=request_id)
             try:
@@ -208,7 +271,10 @@ class CreditsApiResolver(APIGatewayRestResolver):
             headers = response["multiValueHeaders"] = {}
         headers[REQUEST_ID_HEADER] = [request_id]
         headers.setdefault("Cache-Control", ["no-store"])
-        self._count(int(response.get("statusCode", 500)))
+        status = int(response.get("statusCode", 500))
+        self._count(status)
+        if status >= HTTPStatus.BAD_REQUEST:
+            _log_refusal(status, response, event)
         return response
 
     def _count(self, status: int) -> None:
@@ -222,13 +288,19 @@ class CreditsApiResolver(APIGatewayRestResolver):
 
     # ------------------------------------------------------------ errors
     def _error(
-        self, status: int, code: str, message: str, details: Any = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response[dict[str, Any]]:
         request_id = str(self.context.get("request_id") or "")
         return Response(
             status_code=status,
             content_type=JSON,
             body=responses.error_body(code, message, details, request_id or None),
+            headers=dict(headers or {}),
         )
 
     def _register_error_handlers(self) -> None:
@@ -237,19 +309,18 @@ class CreditsApiResolver(APIGatewayRestResolver):
                 CreditsError: self._domain_error,
                 RequestValidationError: self._invalid_request,
                 NotFoundError: self._no_route,
-                ServiceBusy: self._busy,
                 ServiceError: self._http_error,
                 Exception: self._unexpected,
             }
         )
 
     def _domain_error(self, exc: CreditsError) -> Response[dict[str, Any]]:
-        details: Any = exc.details
-        if isinstance(exc, ValidationFailed) and isinstance(details, Mapping):
-            # One shape for every bad parameter: a list naming the fields.
-            field = details.get("field")
-            details = [{"field": field, "in": "query", "message": exc.message}] if field else None
-        return self._error(responses.status_for(exc), exc.code, exc.message, details)
+        # One shape for every bad parameter: `details.fields` names them (every route
+        # takes query parameters only).
+        details = responses.details_of(exc, location="query")
+        return self._error(
+            responses.status_for(exc), exc.code, exc.message, details, responses.headers_for(exc)
+        )
 
     def _invalid_request(self, exc: RequestValidationError) -> Response[dict[str, Any]]:
         details = _validation_details(exc)
@@ -258,16 +329,11 @@ class CreditsApiResolver(APIGatewayRestResolver):
             HTTPStatus.UNPROCESSABLE_ENTITY,
             "VALIDATION_ERROR",
             f"Invalid request parameter(s): {fields}",
-            details,
+            responses.fields_details(details),
         )
 
     def _no_route(self, _: NotFoundError) -> Response[dict[str, Any]]:
         return self._error(HTTPStatus.NOT_FOUND, "NOT_FOUND", "No such route")
-
-    def _busy(self, _: ServiceBusy) -> Response[dict[str, Any]]:
-        return self._error(
-            responses.SERVICE_BUSY_STATUS, "SERVICE_BUSY", "Service busy: retry shortly"
-        )
 
     def _http_error(self, exc: ServiceError) -> Response[dict[str, Any]]:
         try:
@@ -279,7 +345,11 @@ class CreditsApiResolver(APIGatewayRestResolver):
             return self._error(500, "INTERNAL_ERROR", "Internal error")
         return self._error(status, status.name, status.phrase)
 
-    def _unexpected(self, _: Exception) -> Response[dict[str, Any]]:
+    def _unexpected(self, exc: Exception) -> Response[dict[str, Any]]:
+        fault = responses.transient_fault(exc)
+        if fault is not None:  # throttled or timed out: the client may retry, no bug to log
+            logger.warning("transient fault: answered 503", extra={"fault": type(exc).__name__})
+            return self._domain_error(fault)
         logger.exception("unhandled error")
         return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "Internal error")
 
@@ -293,7 +363,12 @@ def create_app(metrics: Metrics | None = None) -> CreditsApiResolver:
 class ErrorObject(BaseModel):
     code: str = Field(description="Stable machine-readable code, e.g. VALIDATION_ERROR")
     message: str
-    details: Any = Field(default=None, description="Context: the bad fields, amounts...")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Always an object: `{}` when there is nothing to add; the refusal's "
+        "context otherwise (e.g. `available` and `requested` on 402). A validation error "
+        "names its fields under `fields`: `[{field, in, message}]`",
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -325,6 +400,15 @@ def route_responses(description: str) -> dict[int, OpenAPIResponse]:
         422: _error_response("A parameter failed validation (VALIDATION_ERROR, field named)"),
         429: _error_response("Throttled, or the usage plan's quota is spent"),
         500: _error_response("Internal error (no detail)"),
+        503: {
+            **_error_response("Storage throttled or timed out: retry after Retry-After seconds"),
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
     }
 
 
