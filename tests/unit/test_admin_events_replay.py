@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from serverless_credits import wiring
+from serverless_credits.domain import money
 from serverless_credits.domain.events import (
     BalanceDepletedDetail,
     BalanceEvent,
@@ -93,7 +94,7 @@ def depleted(account_id: str = "acct_2", version: int = 3) -> BalanceEvent:
 
 def refused(event: BalanceEvent) -> str:
     """The message the EventPublisherFunction leaves for an entry the bus kept refusing."""
-    return json.dumps(replay_message(FailedEvent(event, "InternalFailure", "try again")))
+    return money.dumps(replay_message(FailedEvent(event, "InternalFailure", "try again")))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # via schemathesis
 
 from devtools.event_schemas import SCHEMAS
+from serverless_credits.domain import money
 from serverless_credits.domain.events import (
     BalanceEvent,
     EventKind,
@@ -161,4 +162,4 @@ def test_the_detail_validates_against_its_schema_and_replays_whole() -> None:
     schema = json.loads((SCHEMAS / "hold-expired.json").read_text(encoding="utf-8"))
     jsonschema.validate(event.envelope()["detail"], schema)
     # The replay queue keeps envelopes: one comes back as the same event, same id.
-    assert event_from_envelope(json.loads(json.dumps(event.envelope()))) == event
+    assert event_from_envelope(json.loads(money.dumps(event.envelope()))) == event

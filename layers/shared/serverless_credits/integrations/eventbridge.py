@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import boto3
@@ -20,6 +21,7 @@ from serverless_credits.domain.events import (
     ReplayMessage,
     event_from_envelope,
 )
+from serverless_credits.domain.money import dumps
 
 PUT_EVENTS_LIMIT = 10  # entries per PutEvents call
 SQS_BATCH_LIMIT = 10  # messages per SendMessageBatch / ReceiveMessage call
@@ -94,7 +96,7 @@ def replayed_events(body: str) -> tuple[BalanceEvent, ...]:
     """The events a replay queue message holds: its `envelope`'s, or none (Lambda's
     on-failure records hold stream positions; anything unreadable holds none either)."""
     try:
-        message = json.loads(body)
+        message = json.loads(body, parse_float=Decimal)  # money stays exact
     except ValueError:
         return ()
     if not isinstance(message, dict) or message.get("kind") != REPLAY_MESSAGE_KIND:
@@ -124,7 +126,7 @@ class SqsReplayQueue:
             response = self._client.send_message_batch(
                 QueueUrl=self.queue_url,
                 Entries=[
-                    {"Id": str(index), "MessageBody": json.dumps(replay_message(item))}
+                    {"Id": str(index), "MessageBody": dumps(replay_message(item))}
                     for index, item in enumerate(chunk)
                 ],
             )
