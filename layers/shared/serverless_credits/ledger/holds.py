@@ -170,13 +170,11 @@ class HoldOperations:
         """Give all of a hold back to `available` (`actor`: the operator who did, if one)."""
 
         def releasing(held: OpenHold) -> Operation:
-            return Operation(
-                type=EntryType.RELEASE,
-                amount=0,
-                held=-held.amount,
-                hold_id=command.hold_id,
-                reason=ReleaseReason.RELEASED,
-                description=command.description or f"Release of {command.hold_id}",
+            return _release(
+                command.hold_id,
+                held,
+                ReleaseReason.RELEASED,
+                command.description or f"Release of {command.hold_id}",
                 actor=actor,
             )
 
@@ -192,9 +190,7 @@ class HoldOperations:
     ) -> OperationResult:
         account_id, key = command.account_id, command.idempotency_key
         request_fingerprint = fingerprint(name, parameters(command))
-        account = self._accounts.get(account_id, consistent=True)
-        if account is None:
-            raise AccountNotFound(account_id)
+        account = self._account(account_id)
         held = open_hold(account, command.hold_id, self._clock(), capture=capture)
         if held is None:
             # Closed: perhaps by this very step (replay it, wait for it, or recover it).
@@ -211,6 +207,13 @@ class HoldOperations:
         return self._write_path.submit(
             WriteRequest(account_id, key, request_fingerprint, operation)
         )
+
+    def _account(self, account_id: str) -> Account:
+        """The account item as it is now (strongly consistent: its `holds` map decides)."""
+        account = self._accounts.get(account_id, consistent=True)
+        if account is None:
+            raise AccountNotFound(account_id)
+        return account
 
     def _known(self, account_id: str, hold_id: str, account: Account) -> Hold | None:
         """The HOLD item of a hold the account item does not have. It is written from the
@@ -234,9 +237,7 @@ class HoldOperations:
     def open_holds(self, account_id: str) -> tuple[Account, dict[str, Hold]]:
         """The account (strongly consistent: its `holds` map) and the HOLD items of its open
         holds, for an operator's listing."""
-        account = self._accounts.get(account_id, consistent=True)
-        if account is None:
-            raise AccountNotFound(account_id)
+        account = self._account(account_id)
         return account, self._holds.get_many(account_id, (account.holds or {}).keys())
 
     # ------------------------------------------------------------ expiry
@@ -250,14 +251,7 @@ class HoldOperations:
             return None
         if held.expires_at > epoch(now):
             raise HoldNotOpen(hold_id, HoldStatus.OPEN.value)  # not due yet
-        operation = Operation(
-            type=EntryType.RELEASE,
-            amount=0,
-            held=-held.amount,
-            hold_id=hold_id,
-            reason=ReleaseReason.EXPIRED,
-            description=EXPIRED_DESCRIPTION,
-        )
+        operation = _release(hold_id, held, ReleaseReason.EXPIRED, EXPIRED_DESCRIPTION)
         request = WriteRequest(
             account_id,
             expiry_key(hold_id),
@@ -299,3 +293,23 @@ class HoldOperations:
             else:
                 outcome = "closed" if result.replayed else "expired"
         return outcome
+
+
+def _release(
+    hold_id: str,
+    held: OpenHold,
+    reason: ReleaseReason,
+    description: str,
+    *,
+    actor: str | None = None,
+) -> Operation:
+    """The release of all of an open hold: by its service or an operator, or as expired."""
+    return Operation(
+        type=EntryType.RELEASE,
+        amount=0,
+        held=-held.amount,
+        hold_id=hold_id,
+        reason=reason,
+        description=description,
+        actor=actor,
+    )

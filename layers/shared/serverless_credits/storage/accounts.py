@@ -22,11 +22,11 @@ from serverless_credits.storage.items import (
     SERVER_ERROR_CODES,
     UNKNOWN_OUTCOME_ERRORS,
     Table,
+    assignments,
     error_code,
     from_item,
     key,
     old_image,
-    serialize,
     storage_failure,
     to_item,
     values,
@@ -155,14 +155,12 @@ class AccountStore:
             if current is None:
                 raise AccountNotFound(account_id)
             return current
-        names = {f"#a{i}": name for i, name in enumerate(changes)}
-        assigned = {f":a{i}": serialize(v) for i, v in enumerate(changes.values())}
-        assignments = ", ".join(f"#a{i} = :a{i}" for i in range(len(changes)))
+        assigning, names, assigned = assignments(changes)
         try:
             response = self._table.client.update_item(
                 TableName=self._table.name,
                 Key=key(keys.account_pk(account_id), keys.ACCOUNT_SK),
-                UpdateExpression=f"SET {assignments}",
+                UpdateExpression=f"SET {assigning}",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=assigned,

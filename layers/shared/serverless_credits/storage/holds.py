@@ -27,10 +27,10 @@ from serverless_credits.domain.money import normalize
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import (
     Table,
+    assignments,
     error_code,
     from_item,
     key,
-    serialize,
     storage_failure,
     values,
 )
@@ -129,7 +129,6 @@ class HoldStore:
             "endpoint": entry.endpoint,
             "openedBy": entry.transaction_id,
         }
-        described = {name: value for name, value in described.items() if value is not None}
         assert entry.hold_id is not None  # noqa: S101 - checked by `record`
         opening = {
             **described,
@@ -175,10 +174,10 @@ class HoldStore:
         condition: str | None = None,
         remove: tuple[str, ...] = (),
     ) -> None:
-        attributes = {name: value for name, value in attributes.items() if value is not None}
-        names = {f"#a{i}": name for i, name in enumerate(attributes)}
-        assigned = {f":a{i}": serialize(value) for i, value in enumerate(attributes.values())}
-        expression = "SET " + ", ".join(f"#a{i} = :a{i}" for i in range(len(attributes)))
+        assigning, names, assigned = assignments(
+            {name: value for name, value in attributes.items() if value is not None}
+        )
+        expression = f"SET {assigning}"
         if remove:
             names.update({f"#r{i}": name for i, name in enumerate(remove)})
             expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))

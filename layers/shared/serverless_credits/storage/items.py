@@ -83,6 +83,14 @@ def values(**named: Any) -> dict[str, Any]:
     return {f":{name}": serialize(value) for name, value in named.items()}
 
 
+def assignments(attributes: Mapping[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """`#a0 = :a0, #a1 = :a1, ...` for a SET of `attributes`, with its expression names and
+    values (every name a placeholder: any attribute may be a reserved word)."""
+    names = {f"#a{i}": name for i, name in enumerate(attributes)}
+    assigned = {f":a{i}": serialize(value) for i, value in enumerate(attributes.values())}
+    return ", ".join(f"#a{i} = :a{i}" for i in range(len(attributes))), names, assigned
+
+
 def key(pk: str, sk: str) -> dict[str, Any]:
     return {"pk": {"S": pk}, "sk": {"S": sk}}
 
