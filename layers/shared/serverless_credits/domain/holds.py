@@ -48,7 +48,7 @@ def open_hold(account: Account, hold_id: str, now: datetime, *, capture: bool) -
     needs it unexpired; a release of an expired hold the ExpirerFunction has not reached
     yet gives it back all the same."""
     held = (account.holds or {}).get(hold_id)
-    if held is not None and capture and held.expires_at <= epoch(now):
+    if held is not None and capture and held.expired(now):
         raise HoldNotOpen(hold_id, HoldStatus.EXPIRED.value)
     return held
 
@@ -82,7 +82,4 @@ def capture_amount(held: OpenHold, hold_id: str, requested: Decimal | None) -> D
 
 def expired_holds(account: Account, now: datetime) -> list[str]:
     """The ids of `account`'s open holds past their expiry at `now`."""
-    cutoff = epoch(now)
-    return sorted(
-        hold_id for hold_id, held in (account.holds or {}).items() if held.expires_at <= cutoff
-    )
+    return sorted(hold_id for hold_id, held in (account.holds or {}).items() if held.expired(now))

@@ -143,6 +143,11 @@ class OpenHold(CamelModel):
     def created(self) -> datetime:
         return datetime.fromtimestamp(self.created_at, UTC)
 
+    def expired(self, now: datetime) -> bool:
+        """Past its expiry at `now`, in whole epoch seconds as the fence compares: from then
+        on a capture is refused and the ExpirerFunction may release it."""
+        return self.expires_at <= int(now.timestamp())
+
 
 class HoldStatus(StrEnum):
     OPEN = "open"

@@ -29,7 +29,6 @@ from serverless_credits.domain.errors import (
 )
 from serverless_credits.domain.holds import (
     capture_amount,
-    epoch,
     hold_expiry,
     new_hold_id,
     not_open,
@@ -249,7 +248,7 @@ class HoldOperations:
         held = (account.holds or {}).get(hold_id) if account is not None else None
         if held is None:
             return None
-        if held.expires_at > epoch(now):
+        if not held.expired(now):
             raise HoldNotOpen(hold_id, HoldStatus.OPEN.value)  # not due yet
         operation = _release(hold_id, held, ReleaseReason.EXPIRED, EXPIRED_DESCRIPTION)
         request = WriteRequest(

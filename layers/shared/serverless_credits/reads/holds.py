@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import AwareDatetime, Field
 
 from serverless_credits.domain.errors import AccountNotFound, ValidationFailed
-from serverless_credits.domain.holds import HOLD_ID_PATTERN, expired_holds
+from serverless_credits.domain.holds import HOLD_ID_PATTERN
 from serverless_credits.domain.models import Account, CamelModel, Hold, OpenHold, utc_now
 from serverless_credits.domain.money import Credits, jsonable, normalize
 from serverless_credits.reads.cursor import CursorSigner
@@ -79,15 +79,15 @@ def newest_first(account: Account) -> list[tuple[str, OpenHold]]:
     return sorted((account.holds or {}).items(), key=_order, reverse=True)
 
 
-def hold_view(hold_id: str, held: OpenHold, described: Hold | None, *, expired: bool) -> HoldView:
+def hold_view(hold_id: str, held: OpenHold, described: Hold | None, now: datetime) -> HoldView:
     """An open hold as the API shows it: figures from the account item, words from its HOLD
-    item (when written)."""
+    item (when written); `expired` judged at `now` as a capture would judge it."""
     return HoldView(
         hold_id=hold_id,
         amount=normalize(held.amount),
         created_at=held.created,
         expires_at=held.expires,
-        expired=expired,
+        expired=held.expired(now),
         description=described.description if described else "",
         action=described.action if described else None,
         endpoint=described.endpoint if described else None,
@@ -123,12 +123,9 @@ def holds(
         listed = [item for item in listed if _order(item) < after]
     page, more = listed[:limit], len(listed) > limit
     described = store.holds.get_many(account_id, [hold_id for hold_id, _ in page]) if page else {}
-    expired = set(expired_holds(account, now or utc_now()))
+    at = now or utc_now()
     return HoldsPage(
-        data=[
-            hold_view(hold_id, held, described.get(hold_id), expired=hold_id in expired)
-            for hold_id, held in page
-        ],
+        data=[hold_view(hold_id, held, described.get(hold_id), at) for hold_id, held in page],
         has_more=more,
         next_cursor=(
             signer.sign(account_id=account_id, scope=SCOPE, position=_position(*_order(page[-1])))

@@ -14,7 +14,6 @@ from pydantic import BaseModel, ValidationError
 
 from serverless_credits.domain import admin_commands as requests
 from serverless_credits.domain.errors import CreditsError, ValidationFailed
-from serverless_credits.domain.holds import expired_holds
 from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry, utc_now
 from serverless_credits.domain.money import exact_dump, exact_number
 from serverless_credits.ledger.admin import (
@@ -155,17 +154,13 @@ def _replayed(report: ReplayReport) -> Json:
 
 
 def _holds(found: AccountHolds) -> Json:
-    account = found.account
-    now = utc_now()
-    expired = set(expired_holds(account, now))
+    account, now = found.account, utc_now()
     return {
         "accountId": account.account_id,
         "reserved": exact_number(account.reserved),
         "available": exact_number(account.available),
         "holds": [
-            _json(
-                hold_view(hold_id, held, found.described.get(hold_id), expired=hold_id in expired)
-            )
+            _json(hold_view(hold_id, held, found.described.get(hold_id), now))
             for hold_id, held in newest_first(account)
         ],
     }
