@@ -128,6 +128,13 @@ def _expirer_summary(result: Any) -> str | None:
         said.append(f"released {expired} expired hold(s)")
     if failed:
         said.append(f"{failed} due hold(s) left for the next run")
+    lots = result.get("lots") or {}
+    if int(lots.get("expired", 0)):
+        said.append(f"expired credits of {int(lots['expired'])} lot(s)")
+    if int(lots.get("pinned", 0)):
+        said.append(f"{int(lots['pinned'])} expired lot(s) held by open holds")
+    if int(lots.get("failed", 0)):
+        said.append(f"{int(lots['failed'])} due lot(s) left for the next run")
     return "expirer: " + "; ".join(said) if said else None
 
 

@@ -57,6 +57,7 @@ def build_ledger(
         usage=credits.usage,
         refunds=credits.refunds,
         holds=credits.holds,
+        lots=credits.lots,
         prices=catalog or PriceCatalog(credits.catalog, (settings or get_settings()).cache_seconds),
         settings=settings or get_settings(),
         clock=clock,
@@ -102,7 +103,12 @@ def materializer() -> Materializer:
 
     credits = store()
     return Materializer(
-        credits.idempotency, credits.entries, credits.usage, get_settings(), holds=credits.holds
+        credits.idempotency,
+        credits.entries,
+        credits.usage,
+        get_settings(),
+        holds=credits.holds,
+        lots=credits.lots,
     )
 
 
@@ -117,7 +123,9 @@ def reconciler() -> Reconciler:
         entries=credits.entries,
         usage=credits.usage,
         holds=credits.holds,
+        lots=credits.lots,
         expire_hold=ledger().holds.expire,
+        expire_lot=ledger().lots.expire,
         settings=get_settings(),
     )
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import (
+    AwareDatetime,
+    Field,
+    Strict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from serverless_credits.domain.holds import (
     DEFAULT_HOLD_SECONDS,
@@ -32,6 +40,9 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_wh
 # Who asked for an operator's change (an IAM caller ARN, `user@host`): kept on its ledger
 # entry, and not part of the idempotency fingerprint (`domain.idempotency.parameters`).
 Actor = Annotated[str, StringConstraints(min_length=1, max_length=256, strip_whitespace=True)]
+
+
+Priority = Annotated[int, Strict(), Field(ge=0, le=100)]
 
 
 class StrictCommand(CamelModel):
@@ -91,7 +102,9 @@ class ReleaseCommand(StrictCommand):
 
 
 class CreditCommand(StrictCommand):
-    """Add credits: a purchase (top-up) or a promotional grant."""
+    """Add credits: a purchase (top-up) or a promotional grant. Each opens a credit lot
+    (`domain.lots`) with `priority` (0-100, higher is spent first; default by type) and an
+    optional `expiresAt` (whole seconds), after which what is left of it expires."""
 
     account_id: AccountId
     idempotency_key: IdempotencyKey
@@ -100,6 +113,14 @@ class CreditCommand(StrictCommand):
     reference: Reference | None = None
     metadata: Metadata = Field(default_factory=dict)
     actor: Actor | None = None
+    priority: Priority | None = None
+    expires_at: AwareDatetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _whole_seconds(cls, value: datetime | None) -> datetime | None:
+        # Lot expiry is kept (in the lot's id) and judged to the second.
+        return value.replace(microsecond=0) if value is not None else None
 
 
 class AdjustmentCommand(StrictCommand):

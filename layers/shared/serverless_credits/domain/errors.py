@@ -144,6 +144,30 @@ class TooManyOpenHolds(CreditsError):
         )
 
 
+class TooManyActiveLots(CreditsError):
+    """A credit would open one more lot than the account may have
+    (`domain.lots.MAX_ACTIVE_LOTS`): refused before anything changes. Debits are never
+    refused for it."""
+
+    code = "TOO_MANY_ACTIVE_LOTS"
+
+    def __init__(self, account_id: str, limit: int) -> None:
+        super().__init__(
+            "Too many active credit lots: let some be spent or expire first",
+            {"accountId": account_id, "limit": limit},
+        )
+
+
+class LotChanged(CreditsError):
+    """An expiry was planned on a lot whose remainder has changed since (a capture burned
+    it, a sweep took it): the ExpirerFunction plans it again. Never seen by clients."""
+
+    code = "LOT_CHANGED"
+
+    def __init__(self, lot_id: str) -> None:
+        super().__init__("The lot changed since its expiry was planned", {"lotId": lot_id})
+
+
 class ApiKeyNotFound(CreditsError):
     """An operator named an API key the account does not have (revoked or never issued)."""
 
@@ -205,6 +229,7 @@ _BY_CODE: dict[str, type[CreditsError]] = {
         HoldNotFound,
         HoldNotOpen,
         TooManyOpenHolds,
+        TooManyActiveLots,
         CreditsUnavailable,
     )
 }

@@ -101,7 +101,7 @@ class EntryType(StrEnum):
     HOLD = "hold"
     CAPTURE = "capture"
     RELEASE = "release"
-    # Reserved for the expiry of credit lots (a later issue); the ledger already accepts it.
+    # Credits of a lot past its `expiresAt` taken out of the balance (`domain.lots`).
     EXPIRY = "expiry"
 
 
@@ -124,6 +124,10 @@ class LastOp(CamelModel):
     # Only on the release of an expired hold (absent otherwise: the item stays small), so
     # the stream tells an expiry from a release (the `Hold Expired` event).
     reason: ReleaseReason | None = None
+    # Which credit lots this change took from (negative) or gave to (positive): decided at
+    # write time from the account's lots (`domain.lots`), so the ledger entry built from
+    # this version's image records it. Absent when no lot moved.
+    lots: dict[str, Credits] | None = None
 
 
 class OpenHold(CamelModel):
@@ -201,6 +205,12 @@ class Account(CamelModel):
     # Open holds by id (`reserved` is their sum). None on an item written before holds
     # existed: storage creates the map on the first reserve.
     holds: dict[str, OpenHold] | None = None
+    # Active credit lots by id (`domain.lots`): their remainders, summing to `balance`. None
+    # on an item written before lots: the write path gives it its balance as one lot.
+    lots: dict[str, Credits] | None = None
+    # How many lots were ever added to `lots`: every burn is conditioned on it, so a lot
+    # added after a writer's plan (it may outrank the planned ones) refuses that plan.
+    lot_gen: int = 0
     created_at: AwareDatetime
     updated_at: AwareDatetime
     updated_by: str | None = None  # the operator behind the latest settings change
@@ -234,8 +244,13 @@ class Described(CamelModel):
     # change of `reserved` (+amount on a hold, -amount held on its capture or release).
     hold_id: str | None = None
     held: Credits | None = None
-    expires_at: AwareDatetime | None = None  # a hold's expiry, on its hold entry
+    # A hold's expiry on its hold entry; a lot's on the entry that opens the lot.
+    expires_at: AwareDatetime | None = None
     reason: ReleaseReason | None = None  # on release entries: released or expired
+    # Credit lots (`domain.lots`): the lot a credit (or a refund's homeless share) opens and
+    # its priority, or the lot an expiry expires.
+    lot_id: str | None = None
+    priority: int | None = None
 
     def description_fields(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in Described.model_fields}
@@ -251,6 +266,8 @@ class LedgerEntry(Described):
     available_after: Credits | None = None
     idempotency_key: str | None = None
     created_at: AwareDatetime
+    # Which lots paid (negative) or received (positive) how much (`LastOp.lots`).
+    lots: dict[str, Credits] | None = None
 
     @property
     def day(self) -> date:
@@ -270,18 +287,20 @@ class OperationResult(CamelModel):
     hold_id: str | None = None
     expires_at: AwareDatetime | None = None
     released: Credits | None = None
+    # Which credit lots paid (negative) or received (positive) how much.
+    lots: dict[str, Credits] | None = None
 
     @model_serializer(mode="wrap")
-    def _without_absent_hold_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _without_absent_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
         dumped = handler(self)
-        for name in _HOLD_RESULT_FIELDS:
+        for name in _OPTIONAL_RESULT_FIELDS:
             if isinstance(dumped, dict) and getattr(self, name) is None:
                 dumped.pop(name, None)
                 dumped.pop(to_camel(name), None)
         return dumped
 
 
-_HOLD_RESULT_FIELDS = ("hold_id", "expires_at", "released")
+_OPTIONAL_RESULT_FIELDS = ("hold_id", "expires_at", "released", "lots")
 
 
 class IdempotencyState(StrEnum):
@@ -296,6 +315,11 @@ class Operation(Described):
     # Usage of a refund is credited back to the day of the call it refunds.
     usage_day: date | None = None
     failed_call: bool = False
+    # A refund or void: the share of its amount each paying lot gets back
+    # (`domain.lots.returns_of`); `lot_id` opens a new lot for shares that cannot go home.
+    returns: dict[str, Credits] | None = None
+    # An expiry: the remainder its lot held when it was planned (`domain.lots.plan_expiry`).
+    lot_seen: Credits | None = None
 
 
 class IdempotencyRecord(CamelModel):
@@ -377,6 +401,22 @@ class Hold(CamelModel):
     closed_by: str | None = None  # the capture or release entry's transaction id
 
 
+class Lot(CamelModel):
+    """What a credit lot was granted as: the LOT item, written from the account's stream
+    when the lot opens. What is left of it is the account item's `lots.<lotId>`."""
+
+    account_id: AccountId
+    lot_id: str
+    source: EntryType  # the entry that opened it: topup, grant, adjustment, refund, void
+    initial_amount: Credits
+    priority: int
+    expires_at: AwareDatetime | None = None
+    granted_at: AwareDatetime
+    reference: str | None = None  # purchase order or payment id
+    description: str = ""
+    granted_by: str | None = None  # the opening entry's transaction id
+
+
 class ApiKeyMapping(CamelModel):
     api_key_id: str
     account_id: AccountId
@@ -403,6 +443,7 @@ __all__ = [
     "IdempotencyState",
     "LastOp",
     "LedgerEntry",
+    "Lot",
     "Metadata",
     "OpenHold",
     "Operation",

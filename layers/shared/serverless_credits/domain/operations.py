@@ -64,7 +64,10 @@ def ledger_entry(
     operation: Operation,
     after: Account,
     created_at: datetime,
+    lots: dict[str, Decimal] | None = None,
 ) -> LedgerEntry:
+    """The entry of `operation` at version `after`; `lots` is the version's allocation
+    (`LastOp.lots`), which only the image that version produced knows."""
     return LedgerEntry(
         account_id=account_id,
         transaction_id=transaction_id(after.version, op_id),
@@ -73,6 +76,7 @@ def ledger_entry(
         available_after=normalize(after.available),
         idempotency_key=idempotency_key,
         created_at=created_at,
+        lots=lots or None,
         **{**operation.description_fields(), "amount": normalize(operation.amount)},
     )
 
@@ -98,8 +102,15 @@ def result_of(op_id: str, operation: Operation, after: Account) -> OperationResu
         amount=normalize(amount),
         balance_after=normalize(after.balance),
         available=normalize(after.available),
+        lots=allocation(op_id, after),
         **hold,
     )
+
+
+def allocation(op_id: str, after: Account) -> dict[str, Decimal] | None:
+    """Which lots the operation `op_id` moved, from the image of the version it made."""
+    last = after.last_op
+    return dict(last.lots) if last is not None and last.id == op_id and last.lots else None
 
 
 def usage_of(entry: LedgerEntry, operation: Operation) -> UsageIncrement | None:

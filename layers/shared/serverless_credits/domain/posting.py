@@ -9,7 +9,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from serverless_credits.domain.errors import (
-    AccountNotFound,
     AccountSuspended,
     CreditsError,
     HoldNotOpen,
@@ -17,6 +16,17 @@ from serverless_credits.domain.errors import (
     TooManyOpenHolds,
 )
 from serverless_credits.domain.holds import MAX_OPEN_HOLDS, epoch
+from serverless_credits.domain.lots import (
+    LotPlan,
+    default_priority,
+    new_lot_id,
+    plan_burn,
+    plan_capture,
+    plan_credit,
+    plan_expiry,
+    plan_reserve,
+    plan_return,
+)
 from serverless_credits.domain.models import (
     Account,
     AccountStatus,
@@ -103,15 +113,24 @@ class Posting:
     reserved: Decimal = Decimal(0)
     hold: HoldFence | None = None
     adjusted: Decimal = Decimal(0)
+    lots: LotPlan | None = None
+
+    @property
+    def expired_credit(self) -> Decimal:
+        """Expired credit still on the item: a debit or reserve may not count on it."""
+        return self.lots.expired if self.lots is not None else Decimal(0)
 
     def floor(self, overdraft_limit: Decimal) -> Decimal | None:
         if self.funds_needed is None:
             return None
-        return normalize(self.funds_needed - overdraft_limit)
+        return normalize(self.funds_needed - overdraft_limit + self.expired_credit)
 
 
-def posting_for(operation: Operation, now: datetime) -> Posting:
-    """The posting of `operation` applied at `now` (the time hold fences are judged at)."""
+def posting_for(operation: Operation, now: datetime, view: Account) -> Posting:
+    """The posting of `operation` applied at `now` (the time hold fences and lot expiry
+    are judged at), its lots planned on `view`: the account's latest known image (the
+    update's conditions refuse the posting if the item has moved since in a way that
+    matters)."""
     amount = operation.amount
     held = operation.held or Decimal(0)
     zero = Decimal(0)
@@ -130,7 +149,34 @@ def posting_for(operation: Operation, now: datetime) -> Posting:
         funds_needed=_funds_needed(operation.type, amount, held),
         reserved=held,
         hold=_fence(operation, now),
+        lots=_lot_plan(operation, now, view),
     )
+
+
+def _lot_plan(operation: Operation, now: datetime, view: Account) -> LotPlan | None:
+    """How the operation moves the account's credit lots (`domain.lots`)."""
+    entry_type, amount = operation.type, operation.amount
+    if entry_type is EntryType.RELEASE:
+        return None  # a release gives back `available`; lots pay only at capture
+    if entry_type in (EntryType.HOLD, EntryType.CAPTURE):
+        # A reserve moves no lot; a capture burns them at capture time.
+        return plan_capture(view, -amount, now) if amount else plan_reserve(view, now)
+    if entry_type is EntryType.EXPIRY:
+        if operation.lot_id is None or operation.lot_seen is None:
+            raise ValueError("an expiry names its lot and what it held")
+        return plan_expiry(view, operation.lot_id, operation.lot_seen, -amount)
+    if amount < 0:  # a debit or a downward adjustment
+        return plan_burn(view, -amount, now)
+    lot_id = _lot_id(operation, now)
+    if entry_type in _UNDOING:
+        return plan_return(view, amount, operation.returns or {}, lot_id, now)
+    return plan_credit(view, amount, lot_id, now)
+
+
+def _lot_id(operation: Operation, now: datetime) -> str:
+    # Every credit the ledger makes names its lot; an operation leased before lots existed
+    # gets one with its type's defaults.
+    return operation.lot_id or new_lot_id(default_priority(operation.type), None, now, "0000")
 
 
 def _requests(operation: Operation) -> int:
@@ -175,19 +221,8 @@ def check_allowed(account: Account, posting: Posting) -> None:
     if posting.require_active and account.status is not AccountStatus.ACTIVE:
         raise AccountSuspended(account.account_id, account.status.value)
     if posting.funds_needed is not None and (
-        account.available + account.overdraft_limit < posting.funds_needed
+        account.available - posting.expired_credit + account.overdraft_limit < posting.funds_needed
     ):
-        raise InsufficientCredits(normalize(account.available), normalize(posting.funds_needed))
-
-
-def refusal(account_id: str, current: Account | None, posting: Posting) -> CreditsError | None:
-    """Why a conditional update was refused, judged from the item's image at that moment
-    (`ALL_OLD`): the domain error, or None when only the assumed overdraft was stale and
-    the update should be planned again from `current`."""
-    if current is None:
-        return AccountNotFound(account_id)
-    try:
-        check_allowed(current, posting)
-    except CreditsError as error:
-        return error
-    return None
+        # What the caller may count on: expired credit not yet swept is not available.
+        available = account.available - posting.expired_credit
+        raise InsufficientCredits(normalize(available), normalize(posting.funds_needed))

@@ -4,9 +4,9 @@ Each account version (one per balance change) becomes exactly one immutable ledg
 built from the operation in its idempotency record and the version's image. Per account and
 batch: one read of the ledger head, one BatchGetItem of records, one conditional put per
 entry, one update per record (completed, TTL from now on), one update of the HOLD item per
-hold step, one usage update per day and one head update. A redelivered version changes
-nothing: it is at or below the head, its entry put is conditional, its usage is counted
-once per day item (`lastVersion`).
+hold step, one put of a LOT item per lot opened, one usage update per day and one head
+update. A redelivered version changes nothing: it is at or below the head, its entry put
+is conditional, its usage is counted once per day item (`lastVersion`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,21 @@ from datetime import date, datetime, timedelta
 
 from serverless_credits.config import Settings
 from serverless_credits.domain.models import Account, IdempotencyRecord, LedgerEntry, utc_now
-from serverless_credits.domain.operations import entry_time, ledger_entry, result_of, usage_of
+from serverless_credits.domain.operations import (
+    allocation,
+    entry_time,
+    ledger_entry,
+    result_of,
+    usage_of,
+)
 from serverless_credits.domain.outcomes import Counted, EntryWrite, LedgerHead
-from serverless_credits.ledger.ports import HoldItems, IdempotencyRecords, LedgerEntries, Usage
+from serverless_credits.ledger.ports import (
+    HoldItems,
+    IdempotencyRecords,
+    LedgerEntries,
+    LotItems,
+    Usage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +78,13 @@ class Materializer:
         clock: Callable[[], datetime] = utc_now,
         *,
         holds: HoldItems,
+        lots: LotItems,
     ) -> None:
         self._records = records
         self._entries = entries
         self._usage = usage
         self._holds = holds
+        self._lots = lots
         self._retention = timedelta(hours=settings.idempotency_retention_hours)
         self._clock = clock
         self._pool: ThreadPoolExecutor | None = None
@@ -121,6 +135,7 @@ class Materializer:
                 operation=record.operation,
                 after=after,
                 created_at=created_at,
+                lots=allocation(record.op_id, after),
             )
             planned.append(_Planned(after, record, entry))
             previous_at = created_at
@@ -153,6 +168,7 @@ class Materializer:
         the reconciler had filled the entry first."""
         filled = self._entries.put(plan.entry) is EntryWrite.FILLED
         self._holds.record(plan.entry)  # a hold step's HOLD item (no-op for other entries)
+        self._lots.record(plan.entry)  # the LOT item of a lot it opened (no-op otherwise)
         record, after = plan.record, plan.after
         self._records.finalize(
             after.account_id,

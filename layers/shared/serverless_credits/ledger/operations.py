@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from serverless_credits.config import Settings
 from serverless_credits.domain.commands import (
@@ -30,6 +31,13 @@ from serverless_credits.domain.errors import (
     VoidNotAllowed,
 )
 from serverless_credits.domain.idempotency import derived_key, fingerprint, judge, parameters
+from serverless_credits.domain.lots import (
+    check_lot_expiry,
+    default_priority,
+    new_lot_id,
+    refund_lot_id,
+    returns_of,
+)
 from serverless_credits.domain.models import (
     Account,
     EntryType,
@@ -45,11 +53,13 @@ from serverless_credits.domain.operations import BILLABLE, described, sequence_o
 from serverless_credits.domain.outcomes import RefundLimitReached
 from serverless_credits.ledger.declined import count_declined
 from serverless_credits.ledger.holds import HoldOperations
+from serverless_credits.ledger.lots import LotOperations
 from serverless_credits.ledger.ports import (
     Accounts,
     HoldItems,
     IdempotencyRecords,
     LedgerEntries,
+    LotItems,
     RefundGuards,
     Usage,
 )
@@ -83,6 +93,7 @@ class Ledger:
         usage: Usage,
         refunds: RefundGuards,
         holds: HoldItems,
+        lots: LotItems,
         prices: PriceCatalog,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
@@ -108,6 +119,10 @@ class Ledger:
             write_path=self.write_path,
             clock=clock,
             sleep=sleep,
+        )
+        # The expiry of credit lots, and their listing (`ledger.lots`).
+        self.lots = LotOperations(
+            accounts=accounts, lots=lots, write_path=self.write_path, clock=clock
         )
 
     # ------------------------------------------------------------ operations
@@ -139,6 +154,12 @@ class Ledger:
         return self._credit(command, EntryType.GRANT)
 
     def adjust(self, command: AdjustmentCommand) -> OperationResult:
+        """An operator's correction: upward it opens a lot (default priority, no expiry),
+        downward it burns lots in order, as a debit does."""
+        lot: dict[str, object] = {}
+        if command.amount > 0:
+            priority = default_priority(EntryType.ADJUSTMENT)
+            lot = {"lot_id": new_lot_id(priority, None, self._clock()), "priority": priority}
         operation = Operation(
             type=EntryType.ADJUSTMENT,
             amount=command.amount,
@@ -146,6 +167,7 @@ class Ledger:
             reference=command.reference,
             metadata=dict(command.metadata),
             actor=command.actor,
+            **lot,
         )
         return self._submit(
             command.account_id, command.idempotency_key, "adjustment", command, operation
@@ -155,7 +177,8 @@ class Ledger:
         account_id, key = command.account_id, command.idempotency_key
         original = self._debit_entry(account_id, command.transaction_id)
         charged = -original.amount
-        refundable = charged - self._refunds.refunded(account_id, original.transaction_id)
+        refunded = self._refunds.refunded(account_id, original.transaction_id)
+        refundable = charged - refunded
         amount = command.amount if command.amount is not None else refundable
         request_fingerprint = fingerprint("refund", parameters(command))
 
@@ -200,6 +223,7 @@ class Ledger:
             usage_day=original.day,
             failed_call=command.failed_call,
             actor=command.actor,
+            **self._returns(original.lots, refunded, amount),
         )
         return self.write_path.submit(
             WriteRequest(account_id, key, request_fingerprint, operation), before_apply=claim
@@ -268,6 +292,7 @@ class Ledger:
             refund_of=transaction,
             usage_day=debit.created_at.date(),
             failed_call=True,
+            **self._returns(debit.result.lots, Decimal(0), charged),
         )
         return self.write_path.submit(
             WriteRequest(account_id, key, request_fingerprint, operation), before_apply=claim
@@ -287,6 +312,7 @@ class Ledger:
             subscription_status=command.subscription_status,
             subscription_id=command.subscription_id,
             holds={},
+            lots={},
             created_at=now,
             updated_at=now,
         )
@@ -333,6 +359,13 @@ class Ledger:
 
     # ------------------------------------------------------------ helpers
     def _credit(self, command: CreditCommand, entry_type: EntryType) -> OperationResult:
+        """A top-up or grant: it opens a lot with the command's priority (else its type's
+        default) and expiry (`domain.lots`)."""
+        now = self._clock()
+        check_lot_expiry(command.expires_at, now)
+        priority = command.priority
+        if priority is None:
+            priority = default_priority(entry_type)
         operation = Operation(
             type=entry_type,
             amount=command.amount,
@@ -340,6 +373,9 @@ class Ledger:
             reference=command.reference,
             metadata=dict(command.metadata),
             actor=command.actor,
+            lot_id=new_lot_id(priority, command.expires_at, now),
+            priority=priority,
+            expires_at=command.expires_at,
         )
         return self._submit(
             command.account_id, command.idempotency_key, entry_type.value, command, operation
@@ -351,6 +387,17 @@ class Ledger:
         return self.write_path.submit(
             WriteRequest(account_id, key, fingerprint(name, parameters(command)), operation)
         )
+
+    def _returns(
+        self, paid: dict[str, Decimal] | None, already: Decimal, amount: Decimal
+    ) -> dict[str, object]:
+        """A refund's or void's lot fields: where its credits go back (the lots that paid,
+        less what earlier refunds returned) and the lot for what cannot go back."""
+        charged = {lot: share for lot, share in (paid or {}).items() if share < 0}
+        return {
+            "returns": returns_of(charged, already, amount),
+            "lot_id": refund_lot_id(charged, self._clock()),
+        }
 
     def _debit_entry(self, account_id: str, transaction_id: str) -> LedgerEntry:
         original = self.entry(account_id, transaction_id)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from serverless_credits.config import Settings
 from serverless_credits.domain.errors import AccountNotFound, CreditsError, ServiceBusy
 from serverless_credits.domain.holds import expired_holds
+from serverless_credits.domain.lots import expired_lots
 from serverless_credits.domain.models import Account, IdempotencyRecord, utc_now
 from serverless_credits.domain.operations import entry_time, ledger_entry, usage_of
 from serverless_credits.domain.outcomes import EntryWrite, LedgerHead
@@ -27,6 +28,7 @@ from serverless_credits.ledger.ports import (
     HoldItems,
     IdempotencyRecords,
     LedgerEntries,
+    LotItems,
     Usage,
 )
 
@@ -61,6 +63,7 @@ class AccountReport:
     chain_breaks: list[int] = field(default_factory=list)
     ledger_sum: Decimal = Decimal(0)
     expired_holds: list[str] = field(default_factory=list)  # overdue holds it expired
+    expired_lots: list[str] = field(default_factory=list)  # overdue lots it expired
 
     @property
     def consistent(self) -> bool:
@@ -80,6 +83,7 @@ class AccountReport:
             "inFlight": self.in_flight,
             "chainBreaks": self.chain_breaks,
             "expiredHolds": self.expired_holds,
+            "expiredLots": self.expired_lots,
             "consistent": self.consistent,
         }
 
@@ -93,7 +97,9 @@ class Reconciler:
         entries: AuditableEntries,
         usage: Usage,
         holds: HoldItems,
+        lots: LotItems,
         expire_hold: Callable[[str, str], object],
+        expire_lot: Callable[[str, str], object],
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -102,7 +108,9 @@ class Reconciler:
         self._entries = entries
         self._usage = usage
         self._holds = holds
+        self._lots = lots
         self._expire_hold = expire_hold
+        self._expire_lot = expire_lot
         self._retention = timedelta(hours=settings.idempotency_retention_hours)
         self._settle = timedelta(seconds=settings.reconcile_settle_seconds)
         self._clock = clock
@@ -154,9 +162,11 @@ class Reconciler:
                 operation=record.operation,
                 after=after,
                 created_at=entry_time(record.created_at, previous.created_at if previous else None),
+                lots=record.result.lots,
             )
             written = self._entries.put(entry, filled=True)
             self._holds.record(entry)  # the HOLD item the lost stream record never wrote
+            self._lots.record(entry)  # and the LOT item
             if written is EntryWrite.WRITTEN:
                 # Marked as filled: a late delivery of this version will not count it again.
                 usage = usage_of(entry, record.operation)
@@ -180,15 +190,25 @@ class Reconciler:
                 )
 
     def _expire_overdue(self, account: Account, report: AccountReport) -> None:
-        """Expire the holds still open on the account item past their expiry: the sweep
-        finds holds through their HOLD items, which a lost stream record never wrote."""
-        for hold_id in expired_holds(account, self._clock()):
+        """Expire the holds still open on the account item past their expiry, then the lots
+        past theirs: the sweep finds them through their HOLD and LOT items, which a lost
+        stream record never wrote."""
+        now = self._clock()
+        for hold_id in expired_holds(account, now):
             try:
                 self._expire_hold(account.account_id, hold_id)
             except (CreditsError, ServiceBusy):
                 logger.warning("overdue hold not expired", extra={"holdId": hold_id})
                 continue
             report.expired_holds.append(hold_id)
+        for lot_id in expired_lots(account, now):
+            try:
+                expired = self._expire_lot(account.account_id, lot_id)
+            except (CreditsError, ServiceBusy):
+                logger.warning("overdue lot not expired", extra={"lotId": lot_id})
+                continue
+            if expired is not None:
+                report.expired_lots.append(lot_id)
 
     def _prove(self, account: Account, report: AccountReport) -> None:
         rows = self._entries.sequences(account.account_id)

@@ -27,17 +27,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 
 from serverless_credits.config import Settings
 from serverless_credits.domain.errors import (
     AccountNotFound,
+    CreditsError,
     OperationInProgress,
     ServiceBusy,
     StorageError,
 )
 from serverless_credits.domain.idempotency import Verdict, judge
 from serverless_credits.domain.models import (
+    Account,
     IdempotencyRecord,
     IdempotencyState,
     LastOp,
@@ -47,15 +48,17 @@ from serverless_credits.domain.models import (
 )
 from serverless_credits.domain.operations import result_of
 from serverless_credits.domain.outcomes import ChangeRefused, KeyTaken, OutcomeUnknown
-from serverless_credits.domain.posting import posting_for, refusal
+from serverless_credits.domain.posting import check_allowed, posting_for
 from serverless_credits.ledger.ports import Accounts, IdempotencyRecords, LedgerEntries
 
 logger = logging.getLogger(__name__)
 
-OVERDRAFT_CACHE_SIZE = 4096
-# A stale overdraft is corrected from the refusal's image: more than two replans would mean
-# the limit changes faster than requests arrive.
-MAX_PLANS = 3
+# Images of this many accounts are kept (a few KB each at most: docs/lots.md).
+VIEW_CACHE_SIZE = 2048
+# A stale plan is made again from the image that refused it. Busy accounts refuse a plan
+# when another writer empties a lot it counted on or a lot is added; more rounds than this
+# would mean the account changes faster than one plan can land.
+MAX_PLANS = 8
 # A lease is not used when less than this is left of it: the update must land well inside.
 LEASE_MARGIN = timedelta(seconds=5)
 # The wait for a pending record: short polls first (a write takes milliseconds).
@@ -96,9 +99,11 @@ class WritePath:
         self._sleep = sleep
         self._lease = timedelta(seconds=settings.lease_seconds)
         self._wait_budget = settings.in_progress_wait_seconds
-        # The overdraft limit each account had when last seen: the funds condition pins it,
-        # so a stale value costs one refused update, never an overspend.
-        self._overdrafts: OrderedDict[str, Decimal] = OrderedDict()
+        # Each account's image as this function last saw it (the `ALL_NEW` of its last
+        # write, or the image that refused one): plans are made on it without a read. The
+        # update's conditions pin everything a plan assumes (the overdraft limit, each lot
+        # touched, `lotGen`), so a stale image costs one refused update, never a wrong one.
+        self._views: OrderedDict[str, Account] = OrderedDict()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ the three steps
@@ -152,51 +157,98 @@ class WritePath:
             at=record.created_at,
             reason=operation.reason if operation.reason is ReleaseReason.EXPIRED else None,
         )
-        overdraft = self._overdraft(account_id)
-        for _ in range(MAX_PLANS):
-            now = self._clock()
-            if now >= record.lease_expires_at - LEASE_MARGIN:
-                # Too late to land safely: recovery will find it never did.
-                raise ServiceBusy("the idempotency lease ran out before the update")
-            posting = posting_for(operation, now)
-            try:
-                after = self._accounts.apply(
-                    account_id, posting, last_op, assumed_overdraft=overdraft, now=now
-                )
-            except ChangeRefused as refused:
-                error = refusal(account_id, refused.current, posting)
-                if error is None and refused.current is not None:
-                    overdraft = refused.current.overdraft_limit
-                    self._remember(account_id, overdraft)
+        try:
+            view, fresh = self._view(account_id)
+            for _ in range(MAX_PLANS):
+                now = self._clock()
+                if now >= record.lease_expires_at - LEASE_MARGIN:
+                    # Too late to land safely: recovery will find it never did.
+                    raise ServiceBusy("the idempotency lease ran out before the update")
+                try:
+                    posting = posting_for(operation, now, view)
+                    check_allowed(view, posting)
+                except CreditsError:
+                    if fresh:
+                        raise
+                    # A cached image proves no refusal: only one read in this request does.
+                    view, fresh = self._read(account_id), True
                     continue
-                self._records.release(account_id, record.idempotency_key, record.op_id)
-                raise error or AccountNotFound(account_id) from refused
-            except (ServiceBusy, StorageError):
-                # Refused (throttled past botocore's retries): it never landed, so the key
-                # is released for the caller's retry instead of held for the whole lease.
-                self._records.release(account_id, record.idempotency_key, record.op_id)
-                raise
-            except OutcomeUnknown:
-                # It may have landed: never apply it again in this call. The stream tells.
-                settled = self._await(record, replayed=False)
-                if settled is None:  # pragma: no cover - only this call releases its lease
-                    raise ServiceBusy("the write's outcome is unknown") from None
-                return settled
-            self._remember(account_id, after.overdraft_limit)
-            result = result_of(record.op_id, operation, after)
-            try:
-                self._records.complete(
-                    account_id,
-                    record.idempotency_key,
-                    op_id=record.op_id,
-                    result=result,
-                    sequence=after.version,
-                )
-            except (ServiceBusy, StorageError):
-                # Applied all the same: the materializer completes the record from the stream.
-                logger.warning("idempotency record left for the materializer to complete")
-            return result
-        raise ServiceBusy("the account's overdraft limit kept changing")
+                lots = posting.lots.allocation() if posting.lots is not None else None
+                try:
+                    after = self._accounts.apply(
+                        account_id,
+                        posting,
+                        last_op.model_copy(update={"lots": lots or None}),
+                        assumed_overdraft=view.overdraft_limit,
+                        now=now,
+                    )
+                except ChangeRefused as refused:
+                    # The plan was stale or the operation is refused: the image that
+                    # refused it decides, on the next round.
+                    view, fresh = self._fresh(account_id, refused.current), True
+                    continue
+                break
+            else:
+                raise ServiceBusy("the account kept changing under the plan")
+        except (CreditsError, ServiceBusy, StorageError):
+            # Refused, or never landed (throttled past botocore's retries): the key is
+            # released for the caller's retry instead of held for the whole lease.
+            self._records.release(account_id, record.idempotency_key, record.op_id)
+            raise
+        except OutcomeUnknown:
+            # It may have landed: never apply it again in this call. The stream tells.
+            settled = self._await(record, replayed=False)
+            if settled is None:  # pragma: no cover - only this call releases its lease
+                raise ServiceBusy("the write's outcome is unknown") from None
+            return settled
+        self._remember(after)
+        result = result_of(record.op_id, operation, after)
+        try:
+            self._records.complete(
+                account_id,
+                record.idempotency_key,
+                op_id=record.op_id,
+                result=result,
+                sequence=after.version,
+            )
+        except (ServiceBusy, StorageError):
+            # Applied all the same: the materializer completes the record from the stream.
+            logger.warning("idempotency record left for the materializer to complete")
+        return result
+
+    # ------------------------------------------------------------ the account's image
+    def _view(self, account_id: str) -> tuple[Account, bool]:
+        """The image to plan on: the one this function last saw (no read on the hot path),
+        else one strongly consistent read. True when it was read now."""
+        with self._lock:
+            cached = self._views.get(account_id)
+        if cached is not None:
+            return cached, False
+        return self._read(account_id), True
+
+    def _read(self, account_id: str) -> Account:
+        return self._fresh(account_id, self._accounts.get(account_id, consistent=True))
+
+    def _fresh(self, account_id: str, current: Account | None) -> Account:
+        """`current` (read in this request), given its lots map if it was written before
+        lots existed, and remembered."""
+        for _ in range(MAX_PLANS):
+            if current is None:
+                raise AccountNotFound(account_id)
+            if current.lots is not None:
+                self._remember(current)
+                return current
+            current = self._accounts.open_lots(current) or self._accounts.get(
+                account_id, consistent=True
+            )
+        raise ServiceBusy("the account kept changing while its lots were opened")
+
+    def _remember(self, account: Account) -> None:
+        with self._lock:
+            self._views[account.account_id] = account
+            self._views.move_to_end(account.account_id)
+            while len(self._views) > VIEW_CACHE_SIZE:
+                self._views.popitem(last=False)
 
     # ------------------------------------------------------------ an existing record
     def _existing(
@@ -248,18 +300,6 @@ class WritePath:
             return None
         logger.info("took over an expired lease that never reached the account")
         return current.model_copy(update={"op_id": op_id, "lease_expires_at": lease})
-
-    # ------------------------------------------------------------ overdraft cache
-    def _overdraft(self, account_id: str) -> Decimal:
-        with self._lock:
-            return self._overdrafts.get(account_id, Decimal(0))
-
-    def _remember(self, account_id: str, overdraft: Decimal) -> None:
-        with self._lock:
-            self._overdrafts[account_id] = overdraft
-            self._overdrafts.move_to_end(account_id)
-            while len(self._overdrafts) > OVERDRAFT_CACHE_SIZE:
-                self._overdrafts.popitem(last=False)
 
 
 def _result(record: IdempotencyRecord) -> OperationResult:

@@ -14,6 +14,7 @@ from typing import Any, cast
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from serverless_credits.domain.errors import AccountAlreadyExists, AccountNotFound, StorageError
+from serverless_credits.domain.lots import Check, LotMove, LotPlan, opening_lots
 from serverless_credits.domain.models import Account, AutoReloadPending, LastOp
 from serverless_credits.domain.outcomes import ChangeRefused, OutcomeUnknown
 from serverless_credits.domain.posting import HoldFence, Posting
@@ -133,10 +134,40 @@ class AccountStore:
                 found.append(account_id)
         return sorted(found)
 
+    def open_lots(self, current: Account) -> Account | None:
+        """Give an item written before credit lots its `lots` map: its balance as one lot
+        (`domain.lots.opening_lots`). Conditioned on the version seen, so the lots sum to
+        the balance; the image after, or None when the item changed meanwhile (read it
+        again). Not a balance change: no version, no ledger entry."""
+        try:
+            response = self._table.client.update_item(
+                TableName=self._table.name,
+                Key=key(keys.account_pk(current.account_id), keys.ACCOUNT_SK),
+                UpdateExpression="SET lots = :lots",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND attribute_not_exists(lots) AND version = :version"
+                ),
+                ExpressionAttributeValues=values(
+                    lots=opening_lots(current.balance, current.created_at),
+                    version=current.version,
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return None
+            raise storage_failure("open lots", exc) from exc
+        return Account.model_validate(from_item(response["Attributes"]))
+
     def create(self, account: Account) -> None:
-        """Put a new account unless the id is taken (with its empty map of open holds)."""
+        """Put a new account unless the id is taken (with its empty map of open holds, and
+        its balance, if it has one, as its first lot)."""
         if account.holds is None:
             account = account.model_copy(update={"holds": {}})
+        if account.lots is None:
+            account = account.model_copy(
+                update={"lots": opening_lots(account.balance, account.created_at)}
+            )
         try:
             self._table.client.put_item(
                 TableName=self._table.name,
@@ -250,6 +281,8 @@ class AccountStore:
         )
         if posting.hold is not None:
             update.fence(posting.hold)
+        if posting.lots is not None:
+            update.lots(posting.lots)
         if posting.total:
             update.names["#total"] = "total"
         if posting.require_active:
@@ -304,6 +337,63 @@ class _Update:
         if fence.expired_at is not None:
             self.conditions.append("holds.#hold.x <= :expiredAt")
             self.named["expiredAt"] = fence.expired_at
+
+    def lots(self, plan: LotPlan) -> None:
+        """Move the lots the plan touches, each conditioned on what the plan saw of it
+        (`domain.lots.Check`), and the guards on `lotGen`, the lot count and `available`."""
+        for index, move in enumerate(plan.moves):
+            self._lot(index, move)
+        self._lot_guards(plan)
+
+    def _lot(self, index: int, move: LotMove) -> None:
+        path, value, seen = f"lots.#lot{index}", f":lot{index}", f":seen{index}"
+        self.names[f"#lot{index}"] = move.lot_id
+        delta = {value[1:]: move.delta}
+        if move.check is Check.ABSENT:  # opens it (or, with no delta, only assumes it absent)
+            self.conditions.append(f"attribute_not_exists({path})")
+            if move.delta:
+                self.sets.append(f"{path} = {value}")
+                self.named.update(delta)
+        elif move.check is Check.EXACT:  # empties it, or sets what is left
+            self.conditions.append(f"{path} = {seen}")
+            self.named[seen[1:]] = move.seen
+            if move.empties:
+                self.removes.append(path)
+            else:
+                self.sets.append(f"{path} = {value}")
+                self.named[value[1:]] = move.after
+        elif move.check is Check.MORE_THAN:  # dips into it, leaving some
+            self.conditions.append(f"{path} > {value}")
+            self.sets.append(f"{path} = {path} - {value}")
+            self.named[value[1:]] = -move.delta
+        elif move.check is Check.PRESENT:  # adds to it
+            self.conditions.append(f"attribute_exists({path})")
+            self.sets.append(f"{path} = {path} + {value}")
+            self.named.update(delta)
+        else:  # Check.NONE: the overdraft lot, bounded by the funds floor instead
+            self.sets.append(f"{path} = if_not_exists({path}, :zero) + {value}")
+            self.named.update(delta, zero=0)
+
+    def _lot_guards(self, plan: LotPlan) -> None:
+        if plan.generation is not None:
+            self.conditions.append(
+                "lotGen = :lotGen"
+                if plan.generation
+                else "(attribute_not_exists(lotGen) OR lotGen = :lotGen)"
+            )
+            self.named["lotGen"] = plan.generation
+        if plan.opens:
+            self.adds.append("lotGen :lotsOpened")
+            self.named["lotsOpened"] = plan.opens
+        if plan.max_lots is not None:
+            self.conditions.append("size(lots) <= :lotsBefore")
+            self.named["lotsBefore"] = plan.max_lots - plan.opens
+        if plan.available_is is not None:
+            self.conditions.append("available = :availableIs")
+            self.named["availableIs"] = plan.available_is
+        if plan.available_at_least is not None:
+            self.conditions.append("available >= :availableAtLeast")
+            self.named["availableAtLeast"] = plan.available_at_least
 
     def expressions(self) -> dict[str, Any]:
         expression = f"ADD {', '.join([*self.adds, 'version :one'])} SET {', '.join(self.sets)}"

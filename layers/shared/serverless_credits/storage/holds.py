@@ -10,7 +10,7 @@ Redeliveries and out-of-order writes of one hold's entries end in the same item.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,18 +24,16 @@ from serverless_credits.domain.models import (
     ReleaseReason,
 )
 from serverless_credits.domain.money import normalize
-from serverless_credits.storage import keys
+from serverless_credits.storage import expiry_index, keys
 from serverless_credits.storage.items import (
     Table,
     assignments,
     error_code,
-    from_item,
     key,
     storage_failure,
-    values,
 )
 
-BATCH_GET_LIMIT = 100
+HOLD_KIND = "HOLD"  # its shards in the expiry index
 
 
 class HoldStore:
@@ -47,28 +45,9 @@ class HoldStore:
         return Hold.model_validate(item) if item else None
 
     def get_many(self, account_id: str, hold_ids: Iterable[str]) -> dict[str, Hold]:
-        """The HOLD items of `hold_ids` that exist (one BatchGetItem per hundred)."""
-        wanted = sorted(set(hold_ids))
-        found: dict[str, Hold] = {}
-        for start in range(0, len(wanted), BATCH_GET_LIMIT):
-            request: dict[str, Any] = {
-                self._table.name: {
-                    "Keys": [
-                        key(keys.holds_pk(account_id), hold_id)
-                        for hold_id in wanted[start : start + BATCH_GET_LIMIT]
-                    ]
-                }
-            }
-            while request:
-                try:
-                    response = self._table.client.batch_get_item(RequestItems=request)
-                except ClientError as exc:
-                    raise storage_failure("batch_get holds", exc) from exc
-                for item in response.get("Responses", {}).get(self._table.name, []):
-                    hold = Hold.model_validate(from_item(item))
-                    found[hold.hold_id] = hold
-                request = dict(response.get("UnprocessedKeys") or {})
-        return found
+        """The HOLD items of `hold_ids` that exist."""
+        items = self._table.get_many(keys.holds_pk(account_id), hold_ids)
+        return {hold.hold_id: hold for hold in map(Hold.model_validate, items)}
 
     def record(self, entry: LedgerEntry) -> None:
         """Record what a hold, capture or release entry did to its hold."""
@@ -82,38 +61,12 @@ class HoldStore:
     def due(self, now: datetime, limit: int) -> list[tuple[str, str]]:
         """Open holds whose expiry is at or before `now`, oldest first per shard: (account
         id, hold id) pairs, at most `limit` per shard."""
-        due: list[tuple[str, str]] = []
-        for shard in keys.expiry_shards():
-            try:
-                response = self._table.client.query(
-                    TableName=self._table.name,
-                    IndexName=keys.EXPIRY_INDEX,
-                    KeyConditionExpression="expiryShard = :shard AND expiryAt <= :now",
-                    ExpressionAttributeValues=values(shard=shard, now=_sortable(now) + "~"),
-                    ProjectionExpression="accountId, holdId",
-                    Limit=limit,
-                )
-            except ClientError as exc:
-                raise storage_failure("query due holds", exc) from exc
-            due.extend(
-                (str(item["accountId"]), str(item["holdId"]))
-                for item in map(from_item, response.get("Items", []))
-            )
-        return due
+        return expiry_index.due(self._table, HOLD_KIND, now, limit)
 
     def unlist(self, account_id: str, hold_id: str) -> None:
         """Take a hold the account item no longer has out of the expiry index (its close is
         late through the stream), so that it cannot crowd due holds out of a sweep."""
-        try:
-            self._table.client.update_item(
-                TableName=self._table.name,
-                Key=key(keys.holds_pk(account_id), hold_id),
-                UpdateExpression="REMOVE expiryShard, expiryAt",
-                ConditionExpression="attribute_exists(pk)",
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise storage_failure("unlist hold", exc) from exc
+        expiry_index.unlist(self._table, keys.holds_pk(account_id), hold_id)
 
     # ------------------------------------------------------------ writes
     def _opened(self, entry: LedgerEntry) -> None:
@@ -130,14 +83,12 @@ class HoldStore:
             "openedBy": entry.transaction_id,
         }
         assert entry.hold_id is not None  # noqa: S101 - checked by `record`
-        opening = {
-            **described,
-            "status": HoldStatus.OPEN,
-            "expiryShard": keys.expiry_shard(entry.account_id, entry.hold_id),
-            "expiryAt": f"{_sortable(entry.expires_at)}#{entry.account_id}#{entry.hold_id}"
+        listed = (
+            expiry_index.listing(HOLD_KIND, entry.account_id, entry.hold_id, entry.expires_at)
             if entry.expires_at
-            else None,
-        }
+            else {}
+        )
+        opening = {**described, "status": HoldStatus.OPEN, **listed}
         try:
             self._set(entry, opening, condition="attribute_not_exists(#status)")
         except _Refused:
@@ -201,10 +152,3 @@ class HoldStore:
 
 class _Refused(Exception):
     pass
-
-
-def _sortable(moment: datetime | None) -> str:
-    """UTC, fixed width: sorts as the times do."""
-    if moment is None:  # pragma: no cover - every hold has an expiry
-        return ""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,7 +3,7 @@ storage module shares: keys, expression values, error codes, the client."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -132,6 +132,9 @@ def connect() -> DynamoDBClient:
     )
 
 
+BATCH_GET_LIMIT = 100
+
+
 class Table:
     """The client and table name every storage module works on."""
 
@@ -148,6 +151,23 @@ class Table:
             raise storage_failure("get_item", exc) from exc
         item = response.get("Item")
         return from_item(item) if item else None
+
+    def get_many(self, pk: str, sort_keys: Iterable[str]) -> list[dict[str, Any]]:
+        """The items of one partition that exist among `sort_keys` (one BatchGetItem per
+        hundred, unprocessed keys asked again)."""
+        wanted = sorted(set(sort_keys))
+        found: list[dict[str, Any]] = []
+        for start in range(0, len(wanted), BATCH_GET_LIMIT):
+            chunk = wanted[start : start + BATCH_GET_LIMIT]
+            request: dict[str, Any] = {self.name: {"Keys": [key(pk, sk) for sk in chunk]}}
+            while request:
+                try:
+                    response = self.client.batch_get_item(RequestItems=request)
+                except ClientError as exc:
+                    raise storage_failure("batch_get_item", exc) from exc
+                found.extend(map(from_item, response.get("Responses", {}).get(self.name, [])))
+                request = dict(response.get("UnprocessedKeys") or {})
+        return found
 
     def query(self, **request: Any) -> list[dict[str, Any]]:
         """Every item a Query matches (following its pages)."""

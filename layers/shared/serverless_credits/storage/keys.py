@@ -3,7 +3,6 @@ exactly one item on the account's partition (see docs/design-notes.md)."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date
 
 ACCOUNT_PREFIX = "ACCOUNT#"
@@ -71,17 +70,12 @@ def holds_pk(account_id: str) -> str:
     return f"HOLDS#{account_id}"
 
 
-# The sparse index of open holds by expiry (`ExpiryIndex` in template.yaml): a HOLD item is
-# in it from its reserve until it closes. Spread over a few partitions so that no single
-# one takes every hold's write; the ExpirerFunction queries each.
+def lots_pk(account_id: str) -> str:
+    """An account's LOT items (sk: the lot id), written from the stream when a lot is
+    opened: what the lot was granted as. The account item's `lots` map holds what is left."""
+    return f"LOTS#{account_id}"
+
+
+# The sparse index of what may need expiring (`ExpiryIndex` in template.yaml, and
+# `storage.expiry_index`).
 EXPIRY_INDEX = "ExpiryIndex"
-EXPIRY_SHARDS = 8
-
-
-def expiry_shard(account_id: str, hold_id: str) -> str:
-    digest = hashlib.sha256(f"{account_id}/{hold_id}".encode()).digest()
-    return f"HOLD#{digest[0] % EXPIRY_SHARDS}"
-
-
-def expiry_shards() -> list[str]:
-    return [f"HOLD#{n}" for n in range(EXPIRY_SHARDS)]

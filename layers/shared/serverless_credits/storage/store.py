@@ -11,6 +11,7 @@ from serverless_credits.storage.holds import HoldStore
 from serverless_credits.storage.idempotency import IdempotencyStore
 from serverless_credits.storage.items import Table, connect
 from serverless_credits.storage.ledger_entries import LedgerEntryStore
+from serverless_credits.storage.lots import LotStore
 from serverless_credits.storage.refunds import RefundGuardStore
 from serverless_credits.storage.usage import UsageStore
 
@@ -29,6 +30,7 @@ class CreditsStore:
         self.usage = UsageStore(table)
         self.refunds = RefundGuardStore(table)
         self.holds = HoldStore(table)
+        self.lots = LotStore(table)
         self.catalog = CatalogStore(table)
 
     @classmethod
