@@ -65,7 +65,14 @@ def error_of(response: dict[str, Any]) -> dict[str, Any]:
 def test_a_debit_returns_the_result_as_plain_json(ledger: Ledger) -> None:
     response = debit_api.handle(request(amount=12.5), ledger)
 
-    assert set(response) == {"transactionId", "amount", "balanceAfter", "available", "replayed"}
+    assert set(response) == {
+        "transactionId",
+        "amount",
+        "balanceAfter",
+        "available",
+        "replayed",
+        "lots",  # which credit lots paid how much
+    }
     assert response["transactionId"].startswith("txn_")
     assert response["amount"] == 12.5
     assert (response["balanceAfter"], response["available"]) == (37.5, 37.5)
@@ -457,7 +464,7 @@ def test_operation_capture_returns_what_it_took_and_released(ledger: Ledger) -> 
     captured = debit_api.handle(hold_request("capture", held["holdId"], amount=2), ledger)
     again = debit_api.handle(hold_request("capture", held["holdId"], amount=2), ledger)
 
-    assert set(captured) == RESULT_FIELDS | {"holdId", "released"}
+    assert set(captured) == RESULT_FIELDS | {"holdId", "released", "lots"}
     assert captured["holdId"] == held["holdId"]
     assert captured["transactionId"] != held["transactionId"]
     assert (captured["amount"], captured["released"]) == (2, 3)

@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 
 from serverless_credits.domain.errors import (
-    AccountNotFound,
     AccountSuspended,
     InsufficientCredits,
 )
 from serverless_credits.domain.models import Account, AccountStatus, EntryType, Operation
-from serverless_credits.domain.posting import Posting, check_allowed, posting_for, refusal
+from serverless_credits.domain.posting import Posting, check_allowed, posting_for
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -25,8 +24,13 @@ def account(**fields: Any) -> Account:
     return Account(account_id="acct_post", created_at=NOW, updated_at=NOW, **figures)
 
 
+LOT = "lot_1e00000000000000000000"  # a lot the account holds (an expiry names one)
+
+
 def posting(entry_type: EntryType, amount: str | int) -> Posting:
-    return posting_for(Operation(type=entry_type, amount=Decimal(amount)), NOW)
+    lot = {"lot_id": LOT, "lot_seen": Decimal(5)} if entry_type is EntryType.EXPIRY else {}
+    operation = Operation(type=entry_type, amount=Decimal(amount), **lot)
+    return posting_for(operation, NOW, account(lots={LOT: Decimal(5)}))
 
 
 @pytest.mark.parametrize(
@@ -76,8 +80,8 @@ def test_a_call_refunded_as_failed_leaves_the_lifetime_requests(entry_type: Entr
     failed = Operation(type=entry_type, amount=Decimal(2), failed_call=True)
     goodwill = Operation(type=entry_type, amount=Decimal(2))
 
-    assert posting_for(failed, NOW).requests == -1
-    assert posting_for(goodwill, NOW).requests == 0
+    assert posting_for(failed, NOW, account()).requests == -1
+    assert posting_for(goodwill, NOW, account()).requests == 0
 
 
 def test_the_funds_floor_takes_the_overdraft_off_what_is_needed() -> None:
@@ -144,21 +148,15 @@ def test_only_debits_need_an_active_account(status: AccountStatus) -> None:
 def test_an_inactive_account_is_reported_before_missing_funds() -> None:
     broke = account(status=AccountStatus.SUSPENDED, available=Decimal(0))
 
-    assert isinstance(refusal("acct_post", broke, posting(EntryType.DEBIT, "-5")), AccountSuspended)
+    with pytest.raises(AccountSuspended):
+        check_allowed(broke, posting(EntryType.DEBIT, "-5"))
 
 
-def test_a_refusal_without_an_image_is_a_missing_account() -> None:
-    error = refusal("acct_gone", None, posting(EntryType.TOPUP, "1"))
-
-    assert isinstance(error, AccountNotFound)
-    assert error.details == {"accountId": "acct_gone"}
-
-
-def test_a_refusal_the_image_does_not_explain_means_the_assumed_overdraft_was_stale() -> None:
+def test_an_image_with_an_overdraft_the_writer_did_not_assume_allows_the_debit() -> None:
     # The writer assumed no overdraft; the image shows one that covers the debit.
     current = account(available=Decimal(1), overdraft_limit=Decimal(10))
 
-    assert refusal("acct_post", current, posting(EntryType.DEBIT, "-5")) is None
-    error = refusal("acct_post", current, posting(EntryType.DEBIT, "-12"))
-    assert isinstance(error, InsufficientCredits)
-    assert error.available == 1
+    check_allowed(current, posting(EntryType.DEBIT, "-5"))
+    with pytest.raises(InsufficientCredits) as refused:
+        check_allowed(current, posting(EntryType.DEBIT, "-12"))
+    assert refused.value.available == 1

@@ -17,7 +17,7 @@ import pytest
 
 from functions.expirer import app
 from serverless_credits import wiring
-from serverless_credits.domain.commands import CreateAccountCommand, ReserveCommand
+from serverless_credits.domain.commands import CreateAccountCommand, CreditCommand, ReserveCommand
 from serverless_credits.domain.models import EntryType, HoldStatus, ReleaseReason, utc_now
 from serverless_credits.storage.store import CreditsStore
 from tests.support import Clock
@@ -25,7 +25,8 @@ from tests.unit.test_debit_function import emitted_metrics
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 ACCOUNT = "acct_expirer"
-NOTHING_DUE = {"due": 0, "expired": 0, "alreadyClosed": 0, "failed": 0}
+NO_LOTS_DUE = {"due": 0, "expired": 0, "pinned": 0, "gone": 0, "failed": 0}
+NOTHING_DUE = {"due": 0, "expired": 0, "alreadyClosed": 0, "failed": 0, "lots": NO_LOTS_DUE}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def test_the_schedule_with_nothing_due_sweeps_nothing(
     assert emitted_metrics(capsys.readouterr().out) == {
         "HoldsExpired": [0],
         "HoldExpiriesFailed": [0],
+        "LotsExpired": [0],
+        "LotExpiriesFailed": [0],
     }
 
 
@@ -106,10 +109,18 @@ def test_the_schedule_releases_a_due_hold_once_and_leaves_the_others(
 
     report = invoke(schedule_event())
 
-    assert report == {"due": 1, "expired": 1, "alreadyClosed": 0, "failed": 0}
+    assert report == {
+        "due": 1,
+        "expired": 1,
+        "alreadyClosed": 0,
+        "failed": 0,
+        "lots": NO_LOTS_DUE,
+    }
     assert emitted_metrics(capsys.readouterr().out) == {
         "HoldsExpired": [1],
         "HoldExpiriesFailed": [0],
+        "LotsExpired": [0],
+        "LotExpiriesFailed": [0],
     }
     stored = moto_store.accounts.get(ACCOUNT, consistent=True)
     assert stored is not None
@@ -133,6 +144,35 @@ def test_the_schedule_releases_a_due_hold_once_and_leaves_the_others(
     # The next minute's run finds nothing left to expire.
     assert invoke(schedule_event()) == NOTHING_DUE
     assert moto_store.accounts.get(ACCOUNT, consistent=True) == stored
+
+
+def test_the_schedule_expires_a_due_lot_once(
+    account: str,
+    moto_store: CreditsStore,
+    materialize: Callable[[], int],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    granted_at = utc_now() - timedelta(hours=2)
+    promo = wiring.build_ledger(moto_store, wiring.prices(), clock=Clock(granted_at)).grant(
+        CreditCommand(
+            account_id=ACCOUNT,
+            idempotency_key="promo",
+            amount=Decimal(25),
+            expires_at=granted_at + timedelta(hours=1),
+        )
+    )
+    materialize()  # its LOT item, in the expiry index
+    capsys.readouterr()
+
+    report = invoke(schedule_event())
+
+    assert report["lots"] == {**NO_LOTS_DUE, "due": 1, "expired": 1}
+    assert emitted_metrics(capsys.readouterr().out)["LotsExpired"] == [1]
+    stored = moto_store.accounts.get(ACCOUNT, consistent=True)
+    assert stored is not None
+    assert stored.balance == 100  # the opening balance's lot stays; the promo is gone
+    assert set(stored.lots or {}).isdisjoint(promo.lots or {})
+    assert invoke(schedule_event()) == NOTHING_DUE  # out of the index once expired
 
 
 @pytest.mark.parametrize("event", [{}, None, []])

@@ -1021,7 +1021,7 @@ def test_a_debit_is_one_update_of_the_account_item_without_a_read(
     assert_ledger_invariants(moto_store)
 
 
-def test_a_stale_overdraft_costs_one_refused_update_and_no_read(
+def test_a_stale_overdraft_costs_one_read_never_a_wrong_refusal(
     ledger: Ledger, moto_store: CreditsStore, account: str
 ) -> None:
     debit(ledger, 1, key="warm")  # the ledger remembers no overdraft
@@ -1030,10 +1030,13 @@ def test_a_stale_overdraft_costs_one_refused_update_and_no_read(
 
     result = debit(ledger, 110, key="into-the-new-overdraft")
 
-    # The refusal's image (ALL_OLD) shows the new limit: the update is planned again once.
+    # The ledger's image of the account says no: a cached image proves no refusal, so it
+    # reads the account once (the new limit), plans again and the update lands.
     account_updates = [call for call in calls if call == ("UpdateItem", keys.account_pk(ACCOUNT))]
-    assert len(account_updates) == 2
-    assert not [call for call in calls if call[0] in {"GetItem", "Query"}]
+    assert len(account_updates) == 1
+    assert [call for call in calls if call[0] in {"GetItem", "Query"}] == [
+        ("GetItem", keys.account_pk(ACCOUNT))
+    ]
     assert result.balance_after == -11
     calls.clear()
     debit(ledger, 1, key="with-the-known-overdraft")

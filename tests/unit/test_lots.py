@@ -240,10 +240,11 @@ def test_expired_credit_is_never_spent_before_the_sweep_and_the_sweep_takes_it_o
     assert (again.due, again.expired) == (0, 0)  # out of the index once gone
     assert lots(moto_store) == {}
     expiry = entries(moto_store)[-1]
-    assert (expiry.type, expiry.amount, expiry.lot_id) == (EntryType.EXPIRY, -10, promo)
+    assert (expiry.type, expiry.amount, expiry.lot_id) == (EntryType.EXPIRY, Decimal(-10), promo)
     assert expiry.lots == {promo: Decimal(-10)}
     current = account(moto_store)
-    assert (current.balance, current.adjusted, current.used, current.total) == (0, -10, 5, 15)
+    figures = (current.balance, current.adjusted, current.used, current.total)
+    assert figures == (Decimal(0), Decimal(-10), Decimal(5), Decimal(15))
     assert_lots_sum_to_the_balance(moto_store)
 
 
@@ -362,7 +363,8 @@ def test_adjustments_open_a_lot_upward_and_burn_in_order_downward(
         AdjustmentCommand(account_id=ACCOUNT, idempotency_key="dn", amount=-5, reason="fix")
     )
 
-    assert up.lots is not None and len(up.lots) == 1
+    assert up.lots is not None
+    assert len(up.lots) == 1
     assert down.lots == {a: Decimal(-3), b: Decimal(-2)}
     assert_lots_sum_to_the_balance(moto_store)
 

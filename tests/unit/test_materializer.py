@@ -256,7 +256,9 @@ def reconciler_at(store: CreditsStore, clock: Clock) -> Reconciler:
         entries=store.entries,
         usage=store.usage,
         holds=store.holds,
+        lots=store.lots,
         expire_hold=wiring.ledger().holds.expire,
+        expire_lot=wiring.ledger().lots.expire,
         settings=get_settings(),
         clock=clock,
     )

@@ -65,10 +65,16 @@ def last_op(op_id: str = "0123456789abcdef", key: str = "k") -> LastOp:
     return LastOp(id=op_id, key=key, type=EntryType.DEBIT, amount=Decimal(-1), at=NOW)
 
 
+def view(store: CreditsStore, account_id: str = ACCOUNT) -> Account:
+    """The account as the writer knows it (an empty one when it does not exist)."""
+    found = store.accounts.get(account_id, consistent=True)
+    return found or Account(account_id=account_id, created_at=NOW, updated_at=NOW)
+
+
 def apply(store: CreditsStore, operation: Operation, account_id: str = ACCOUNT) -> Account:
     return store.accounts.apply(
         account_id,
-        posting_for(operation, NOW),
+        posting_for(operation, NOW, view(store, account_id)),
         last_op(),
         assumed_overdraft=Decimal(0),
         now=NOW,
@@ -167,7 +173,7 @@ def test_the_funds_condition_pins_the_overdraft_the_writer_assumed(
     moto_store: CreditsStore, ledger: Ledger
 ) -> None:
     moto_store.accounts.update_settings(ACCOUNT, {"overdraftLimit": Decimal(10)})
-    posting = posting_for(debit_of(105), NOW)
+    posting = posting_for(debit_of(105), NOW, view(moto_store))
 
     with pytest.raises(ChangeRefused) as stale:  # assumed no overdraft: refused, not trusted
         moto_store.accounts.apply(
