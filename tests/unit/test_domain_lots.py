@@ -275,3 +275,11 @@ def test_nothing_expires_before_its_time_or_from_an_overdrawn_account() -> None:
 
     assert expirable(account({live: 5}), live, NOW) == 0
     assert expirable(account({expired: 5}, available=Decimal(-1)), expired, NOW) == 0
+
+
+def test_an_expiry_planned_on_more_than_is_available_now_is_planned_again() -> None:
+    expired = lot(50, timedelta(seconds=-1))
+    view = account({expired: 10}, reserved=Decimal(9), available=Decimal(1))
+
+    with pytest.raises(LotChanged):  # a hold reserved meanwhile: the expirer plans again
+        plan_expiry(view, expired, Decimal(10), Decimal(3))

@@ -49,8 +49,9 @@ def posting(entry_type: EntryType, amount: str | int) -> Posting:
         # downward one is checked against the funds, whatever the account's status.
         (EntryType.ADJUSTMENT, "4", ("0", "0", "4", 0, False, None)),
         (EntryType.ADJUSTMENT, "-4", ("0", "0", "-4", 0, False, "4")),
-        # Expired credits are not use either.
-        (EntryType.EXPIRY, "-1.5", ("0", "0", "-1.5", 0, False, "1.5")),
+        # Expired credits are not use either; an expiry takes only what is available (its
+        # lot plan's condition), never into the overdraft.
+        (EntryType.EXPIRY, "-1.5", ("0", "0", "-1.5", 0, False, None)),
     ],
 )
 def test_each_kind_of_operation_moves_the_figures_it_should(

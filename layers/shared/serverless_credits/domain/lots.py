@@ -391,8 +391,8 @@ def plan_expiry(view: Account, lot_id: str, seen: Decimal, amount: Decimal) -> L
     (`LotChanged`) when the lot holds anything else now, and conditioned on `available`
     covering it, so an expiry never takes credit an open hold reserved."""
     lots = _lots(view)
-    if lots.get(lot_id) != seen:
-        raise LotChanged(lot_id)
+    if lots.get(lot_id) != seen or view.available < amount:
+        raise LotChanged(lot_id)  # planned on another state: the expirer plans it again
     return LotPlan((LotMove(lot_id, -amount, Check.EXACT, seen),), available_at_least=amount)
 
 

@@ -190,7 +190,8 @@ def _requests(operation: Operation) -> int:
 def _funds_needed(entry_type: EntryType, amount: Decimal, held: Decimal) -> Decimal | None:
     if entry_type is EntryType.HOLD:
         return held
-    if amount < 0 and entry_type is not EntryType.CAPTURE:
+    # An expiry takes only what is available (its lot plan's condition), never overdraft.
+    if amount < 0 and entry_type not in (EntryType.CAPTURE, EntryType.EXPIRY):
         return -amount
     return None
 
