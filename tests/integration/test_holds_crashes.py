@@ -110,7 +110,9 @@ def reconcile(store: CreditsStore, clock: Clock, expiry: int = HOLD_SECONDS) -> 
         entries=process.store.entries,
         usage=process.store.usage,
         holds=process.store.holds,
+        lots=process.store.lots,
         expire_hold=process.ledger.holds.expire,
+        expire_lot=process.ledger.lots.expire,
         settings=get_settings(),
         clock=clock,
     )

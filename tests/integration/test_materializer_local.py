@@ -256,7 +256,9 @@ def later_reconciler(store: CreditsStore, settle: timedelta) -> Reconciler:
         entries=store.entries,
         usage=store.usage,
         holds=store.holds,
+        lots=store.lots,
         expire_hold=wiring.ledger().holds.expire,
+        expire_lot=wiring.ledger().lots.expire,
         settings=get_settings(),
         clock=lambda: utc_now() + settle + timedelta(seconds=1),
     )

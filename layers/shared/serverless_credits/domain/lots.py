@@ -38,12 +38,14 @@ LOT_ID_PATTERN = r"^lot_[0-9a-z]{21}$"
 # of `lots` at every version. Burned last, repaid first by the next credit.
 OVERDRAFT_LOT = "overdraft"
 # Sized from the account item's write-unit budget (bench/results/lots.md): each active lot
-# adds about 32 bytes to the item every change writes; with 50 open holds and this many
-# lots the item stays under 4 KB (4 write units a change).
+# adds about 28 bytes to the item every change writes (more with long amounts); with 50
+# open holds and this many lots the item stays within 4 KB (4 write units a change).
 MAX_ACTIVE_LOTS = 25
 # A refund is never refused for the lot count: returning credits may reopen or add lots
-# up to this many; past it, what would need one more lot goes to the last-ranked lot.
-MAX_LOTS_ON_ITEM = MAX_ACTIVE_LOTS + 5
+# up to this many; past it, what would need one more lot goes to the last-ranked lot. Kept
+# small so that the item stays within 4 KB with the longest amounts (measured: 30 lots,
+# 50 holds and 15-digit amounts reach 4,096 bytes).
+MAX_LOTS_ON_ITEM = MAX_ACTIVE_LOTS + 3
 DEFAULT_PRIORITY = 50
 # Given credit is spent before bought credit that expires at the same time.
 DEFAULT_PRIORITIES: Mapping[EntryType, int] = {

@@ -20,6 +20,7 @@ any request, it never will: the lease is taken over and the operation applied.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
@@ -56,9 +57,13 @@ logger = logging.getLogger(__name__)
 # Images of this many accounts are kept (a few KB each at most: docs/lots.md).
 VIEW_CACHE_SIZE = 2048
 # A stale plan is made again from the image that refused it. Busy accounts refuse a plan
-# when another writer empties a lot it counted on or a lot is added; more rounds than this
-# would mean the account changes faster than one plan can land.
-MAX_PLANS = 8
+# when another writer empties a lot it counted on or a lot is added: with many writers on
+# one lot boundary, each round lands one of them, so a writer may need about as many rounds
+# as there are writers. Past the first rounds the replans are spread by a short random
+# pause, so that the writers stop colliding in step; the lease bounds the whole.
+MAX_PLANS = 32
+CALM_PLANS = 2  # replans without a pause
+MAX_REPLAN_PAUSE = 0.05  # seconds
 # A lease is not used when less than this is left of it: the update must land well inside.
 LEASE_MARGIN = timedelta(seconds=5)
 # The wait for a pending record: short polls first (a write takes milliseconds).
@@ -159,6 +164,7 @@ class WritePath:
         )
         try:
             view, fresh = self._view(account_id)
+            replans = 0
             for _ in range(MAX_PLANS):
                 now = self._clock()
                 if now >= record.lease_expires_at - LEASE_MARGIN:
@@ -186,6 +192,9 @@ class WritePath:
                     # The plan was stale or the operation is refused: the image that
                     # refused it decides, on the next round.
                     view, fresh = self._fresh(account_id, refused.current), True
+                    replans += 1
+                    if replans > CALM_PLANS:
+                        self._sleep(_replan_pause(replans))
                     continue
                 break
             else:
@@ -300,6 +309,13 @@ class WritePath:
             return None
         logger.info("took over an expired lease that never reached the account")
         return current.model_copy(update={"op_id": op_id, "lease_expires_at": lease})
+
+
+def _replan_pause(replans: int) -> float:
+    """Full jitter, growing with the rounds lost: writers colliding on one lot boundary
+    spread out instead of meeting again."""
+    ceiling = min(MAX_REPLAN_PAUSE, 0.002 * 2 ** (replans - CALM_PLANS))
+    return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
 
 
 def _result(record: IdempotencyRecord) -> OperationResult:
