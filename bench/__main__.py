@@ -28,6 +28,7 @@ from bench import (
     contention,
     holds,
     lag,
+    lots,
     reads,
     report,
     writes,
@@ -44,6 +45,7 @@ SECTIONS = (
     "baselines",
     "contention",
     "holds",
+    "lots",
     "lag",
     "cold_start",
 )
@@ -153,6 +155,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
             "holds": lambda: holds.holds(
                 env, sizes.hold_workers, sizes.hold_pairs, sizes.contention_repeats
             ),
+            "lots": lambda: lots.lots(env, sizes.lot_workers, sizes.lot_debits, sizes.lot_repeats),
             "lag": lambda: lag.lag(env, sizes.lag_workers, sizes.lag_debits),
             "cold_start": lambda: cold_start(env, sizes, args),
         }
@@ -208,6 +211,7 @@ def _accounting_failures(result: dict[str, Any]) -> list[str]:
             if not row[name]["correct"]:
                 problems.append(f"contention {name} x{row['workers']}: {row[name]['problems']}")
     problems += holds.failures(result.get("holds", {}))
+    problems += lots.failures(result.get("lots", {}))
     lag_section = result.get("lag", {})
     for run_ in [*(lag_section.get("runs") or []), *(lag_section.get("in_thread") or [])]:
         if run_["missing_after_deadline"] or run_["failures"]:

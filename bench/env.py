@@ -98,6 +98,7 @@ class Environment:
             self.materializer_store.usage,
             self.settings,
             holds=self.materializer_store.holds,
+            lots=self.materializer_store.lots,
         )
         self.poller = StreamPoller(
             self.materializer_store.client,

@@ -131,6 +131,9 @@ def headline(report: dict[str, Any]) -> list[str]:  # noqa: PLR0912 - one per fi
                 f"{_ok(targets['gave_up_ok'])}; exact chain: {_ok(targets['exact'])}."
             )
     lines += _holds_headline(report)
+    from bench import lots_report  # noqa: PLC0415 - it formats with this module's helpers
+
+    lines += lots_report.headline(report)
     lag_runs = report.get("lag", {}).get("runs") or []
     if lag_runs:
         in_thread = report.get("lag", {}).get("in_thread") or []
@@ -728,6 +731,9 @@ def markdown(report: dict[str, Any]) -> str:  # noqa: PLR0912 - one block per se
         out.append("")
 
     out += _holds_section(report)
+    from bench import lots_report  # noqa: PLC0415 - it formats with this module's helpers
+
+    out += lots_report.section(report)
 
     out += ["## Method and caveats", ""]
     out += [f"- {note}" for note in report.get("notes", [])]

@@ -24,6 +24,9 @@ class Sizes:
     import_runs: int  # fresh interpreters per function for the import-time median
     hold_workers: tuple[int, ...]  # workers in the holds rate runs (one account)
     hold_pairs: int  # reserve+capture pairs (and debits beside them) per holds rate run
+    lot_workers: tuple[int, ...]  # workers in the lots rate runs (one account)
+    lot_debits: int  # debits per lots rate run (and per debit/baseline run beside them)
+    lot_repeats: int  # runs per lot configuration and worker count (rotating order)
 
 
 FULL = Sizes(
@@ -44,6 +47,9 @@ FULL = Sizes(
     import_runs=5,
     hold_workers=(1, 16),
     hold_pairs=320,
+    lot_workers=(1, 16),
+    lot_debits=320,
+    lot_repeats=2,
 )
 
 QUICK = Sizes(
@@ -64,4 +70,7 @@ QUICK = Sizes(
     import_runs=3,
     hold_workers=(1, 16),
     hold_pairs=32,
+    lot_workers=(1, 16),
+    lot_debits=48,
+    lot_repeats=1,
 )
