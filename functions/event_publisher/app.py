@@ -1,6 +1,6 @@
 """Event publisher function: the account items' stream in, balance events to EventBridge out
 (`Balance Low`, `Balance Depleted`, `Auto Reload Requested`, `Account Status Changed`,
-`Hold Expired`)."""
+`Hold Expired`, `Credits Expired`)."""
 
 from __future__ import annotations
 

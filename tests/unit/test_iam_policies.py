@@ -31,7 +31,7 @@ from devtools.api_events import LambdaContextStub, api_event, invoke
 from devtools.streams import StreamPoller, materializer_poller, streams_client_for
 from serverless_credits import wiring
 from serverless_credits.config import get_settings
-from serverless_credits.domain.commands import ReserveCommand
+from serverless_credits.domain.commands import CreditCommand, ReserveCommand
 from serverless_credits.storage import keys
 from serverless_credits.storage.store import CreditsStore
 
@@ -340,16 +340,58 @@ def recorded(moto_store: CreditsStore, monkeypatch: pytest.MonkeyPatch) -> list[
     )
     stream_consumers()
 
-    # The expiry sweep (before an operator's reconciliation would expire the hold).
+    # Lots: a grant with an expiry (spent first: priority 90), a debit across it and the
+    # next lot, and a lot granted ten minutes ago for five: past its expiry, the sweep's.
+    granted = _admin(
+        recorder,
+        "credits.grant",
+        accountId=account,
+        amount=4,
+        priority=90,
+        expiresAt=(datetime.now(UTC) + timedelta(days=30)).isoformat(),
+        idempotencyKey="grant-exp",
+    )
+    across = _debit(recorder, accountId=account, amount="6", idempotencyKey="d-lots")
+    assert "error" not in across, across
+    spent = store.accounts.get(account, consistent=True)
+    assert spent is not None
+    assert granted["lotId"] not in (spent.lots or {})  # burned whole, the rest from another
+    expiring = past.grant(
+        CreditCommand(
+            account_id=account,
+            idempotency_key="g-late",
+            amount=Decimal(3),
+            expires_at=datetime.now(UTC) - timedelta(minutes=4),
+        )
+    )
+    assert expiring.lots, expiring
+    stream_consumers()  # the LOT items, and the expiring one's listing in the expiry index
+
+    # The expiry sweep (before an operator's reconciliation would expire the hold): the
+    # overdue hold, then the overdue lot, which leaves the account item and the index.
     with recorder.running("ExpirerFunction"):
         swept = _handler("ExpirerFunction")({}, LambdaContextStub())
     assert late.hold_id
     assert swept["expired"] == 1, swept
+    assert (swept["lots"]["due"], swept["lots"]["expired"]) == (1, 1), swept
     stream_consumers()
 
     # Customers: every route, the paged ones over two pages (a signed cursor).
     _http(recorder, "BalanceFunction", "/v1/credits/balance", api_key_id)
     _http(recorder, "BalanceFunction", "/v1/credits/balances", api_key_id)
+    page = _http(
+        recorder, "BalanceFunction", "/v1/credits/balances", api_key_id, status="all", limit="2"
+    )
+    assert page["nextCursor"], page
+    _http(
+        recorder,
+        "BalanceFunction",
+        "/v1/credits/balances",
+        api_key_id,
+        status="all",
+        limit="2",
+        cursor=page["nextCursor"],
+    )
     page = _http(recorder, "BalanceFunction", "/v1/credits/holds", api_key_id, limit="1")
     assert page["nextCursor"], page
     _http(
@@ -393,6 +435,9 @@ def recorded(moto_store: CreditsStore, monkeypatch: pytest.MonkeyPatch) -> list[
     # Operators again: the ledger, holds, a refund, a hold released by hand, a reconciliation.
     _admin(recorder, "ledger.list", accountId=account)
     _admin(recorder, "holds.list", accountId=account)
+    lots = _admin(recorder, "lots.list", accountId=account)
+    assert lots["lots"], lots
+    _admin(recorder, "lots.expire", accountId=account)
     _admin(
         recorder,
         "credits.refund",
@@ -412,22 +457,38 @@ def recorded(moto_store: CreditsStore, monkeypatch: pytest.MonkeyPatch) -> list[
     _admin(recorder, "keys.rotate", accountId=account)
     stream_consumers()
 
-    # The nightly reconciliation, and on demand; it expires a hold left past its expiry.
+    # The nightly reconciliation, and on demand; it expires a hold and a lot left past
+    # their expiry.
     past.holds.reserve(
         ReserveCommand(
             account_id=account, idempotency_key="r-overdue", amount=Decimal(1), expires_in=60
         )
     )
+    past.grant(
+        CreditCommand(
+            account_id=account,
+            idempotency_key="g-overdue",
+            amount=Decimal(2),
+            expires_at=datetime.now(UTC) - timedelta(minutes=4),
+        )
+    )
     stream_consumers()
-    # A debit the stream has not delivered yet: a gap the reconciler fills at once (settle 0).
+    # A debit and a grant the stream has not delivered yet: a gap the reconciler fills at
+    # once (settle 0), the grant's LOT item with it.
     gap = _debit(recorder, accountId=account, amount="1", idempotencyKey="d-gap", endpoint="/x")
     assert "error" not in gap, gap
+    _admin(recorder, "credits.grant", accountId=account, amount=2, idempotencyKey="grant-gap")
     monkeypatch.setenv("RECONCILE_SETTLE_SECONDS", "0")
     get_settings.cache_clear()
     wiring.reconciler.cache_clear()
     with recorder.running("ReconcilerFunction"):
         _handler("ReconcilerFunction")({}, LambdaContextStub())
         _handler("ReconcilerFunction")({"accountId": account}, LambdaContextStub())
+    # An operator's grant the stream has not delivered: an operator's `reconcile` fills its
+    # entry and its LOT item.
+    _admin(recorder, "credits.grant", accountId=account, amount=1, idempotencyKey="grant-gap-2")
+    filled = _admin(recorder, "reconcile", accountId=account)
+    assert filled["filled"] == 1, filled
     return recorder.requests
 
 
@@ -454,6 +515,7 @@ def test_every_leading_key_pattern_names_a_key_the_storage_builds() -> None:
         keys.account_keys_pk("a"),
         keys.refunds_pk("a", "t"),
         keys.holds_pk("a"),
+        keys.lots_pk("a"),
         keys.PRICES_PK,
     ]
     for function in FUNCTIONS_WITH_TABLE_ACCESS:

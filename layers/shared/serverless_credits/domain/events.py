@@ -18,6 +18,11 @@ threshold, and one event. What is decided here:
   `lastOp.reason` is `expired` (the ExpirerFunction's release of an overdue hold; only an
   expiry sets a reason on `lastOp`). The hold's amount and expiry come from the old image's
   entry, so no read is needed; a capture or an ordinary release emits nothing.
+- `Credits Expired`: the version's `lastOp.type` is `expiry` (the ExpirerFunction's expiry of
+  a credit lot past its `expiresAt`). An expiry touches one lot, so `lastOp.lots` has a single
+  key, the lot, and its (negative) share is what expired; what the lot still holds after is
+  the new image's `lots.<lotId>` (open holds pinned it), or 0 when it left the item. Its
+  expiry is the one its id encodes (`domain.lots.rank_of`), so no read is needed either.
 - `Account Status Changed`: `status` or `flagged` differ between the images.
 
 Balance events come only from a new version (a balance change); a settings change has no
@@ -39,7 +44,14 @@ from typing import Literal
 
 from pydantic import AwareDatetime, SerializeAsAny
 
-from serverless_credits.domain.models import Account, AccountStatus, CamelModel, ReleaseReason
+from serverless_credits.domain.lots import rank_of
+from serverless_credits.domain.models import (
+    Account,
+    AccountStatus,
+    CamelModel,
+    EntryType,
+    ReleaseReason,
+)
 from serverless_credits.domain.money import Credits, dumps, exact_dump
 
 SOURCE = "serverless-credits"
@@ -55,6 +67,7 @@ class EventKind(StrEnum):
     AUTO_RELOAD_REQUESTED = "auto-reload-requested"
     ACCOUNT_STATUS_CHANGED = "account-status-changed"
     HOLD_EXPIRED = "hold-expired"
+    CREDITS_EXPIRED = "credits-expired"
 
 
 DETAIL_TYPES: dict[EventKind, str] = {
@@ -63,6 +76,7 @@ DETAIL_TYPES: dict[EventKind, str] = {
     EventKind.AUTO_RELOAD_REQUESTED: "Auto Reload Requested",
     EventKind.ACCOUNT_STATUS_CHANGED: "Account Status Changed",
     EventKind.HOLD_EXPIRED: "Hold Expired",
+    EventKind.CREDITS_EXPIRED: "Credits Expired",
 }
 
 
@@ -117,12 +131,22 @@ class HoldExpiredDetail(EventDetail):
     reserved: Credits  # the account's `reserved` after the expiry
 
 
+class CreditsExpiredDetail(EventDetail):
+    kind: Literal[EventKind.CREDITS_EXPIRED] = EventKind.CREDITS_EXPIRED
+    lot_id: str
+    amount: Credits  # what expired (positive): out of `balance` and `available` with this version
+    remaining: Credits  # what the lot still holds: 0, or what open holds pin until they close
+    expires_at: AwareDatetime  # the lot's expiry (whole seconds, as its id encodes it)
+    reserved: Credits  # the account's `reserved` after the expiry
+
+
 DETAIL_MODELS: dict[EventKind, type[EventDetail]] = {
     EventKind.BALANCE_LOW: BalanceLowDetail,
     EventKind.BALANCE_DEPLETED: BalanceDepletedDetail,
     EventKind.AUTO_RELOAD_REQUESTED: AutoReloadRequestedDetail,
     EventKind.ACCOUNT_STATUS_CHANGED: AccountStatusChangedDetail,
     EventKind.HOLD_EXPIRED: HoldExpiredDetail,
+    EventKind.CREDITS_EXPIRED: CreditsExpiredDetail,
 }
 
 
@@ -231,8 +255,8 @@ def derive(
     auto_reload_timeout: timedelta = AUTO_RELOAD_TIMEOUT,
 ) -> list[BalanceEvent]:
     """The events one account change causes, in a stable order (low, depleted, reload,
-    hold expired, status). An account's creation (no old image) and removal (no new image)
-    cause none."""
+    hold expired, credits expired, status). An account's creation (no old image) and
+    removal (no new image) cause none."""
     if old is None or new is None:
         return []
     events: list[BalanceEvent] = []
@@ -283,6 +307,9 @@ def _balance_events(old: Account, new: Account, timeout: timedelta) -> list[Bala
     expired = hold_expired(old, new)
     if expired is not None:
         events.append(expired)
+    lot_expiry = credits_expired(new)
+    if lot_expiry is not None:
+        events.append(lot_expiry)
     return events
 
 
@@ -334,6 +361,30 @@ def hold_expired(old: Account, new: Account) -> BalanceEvent | None:
     return BalanceEvent(detail=detail)
 
 
+def credits_expired(new: Account) -> BalanceEvent | None:
+    """A `Credits Expired` event if this version is the expiry of a lot: `lastOp.type` is
+    `expiry` and `lastOp.lots` names the one lot it took from. The new image alone tells it
+    (the old one holds nothing the event needs)."""
+    op = new.last_op
+    if op is None or op.type is not EntryType.EXPIRY or not op.lots or len(op.lots) != 1:
+        return None  # not an expiry (or, impossibly, one without its lot): nothing to name
+    ((lot_id, share),) = op.lots.items()
+    rank = rank_of(lot_id)
+    if rank is None or rank.expires is None or share >= 0:
+        return None  # only a lot with an expiry is ever expired, and only ever loses credit
+    detail = CreditsExpiredDetail.model_validate(
+        {
+            **_common(new, EventKind.CREDITS_EXPIRED, new.version),
+            "lot_id": lot_id,
+            "amount": -share,
+            "remaining": (new.lots or {}).get(lot_id, Decimal(0)),
+            "expires_at": rank.expires,
+            "reserved": new.reserved,
+        }
+    )
+    return BalanceEvent(detail=detail)
+
+
 def _status_changed(old: Account, new: Account) -> BalanceEvent:
     # A settings change has no version: the change is named by its time instead.
     name: int | str = new.version if is_new_version(old, new) else new.updated_at.isoformat()
@@ -362,12 +413,14 @@ __all__ = [
     "BalanceDepletedDetail",
     "BalanceEvent",
     "BalanceLowDetail",
+    "CreditsExpiredDetail",
     "EventDetail",
     "EventKind",
     "FailedEvent",
     "HoldExpiredDetail",
     "ReplayMessage",
     "auto_reload_wanted",
+    "credits_expired",
     "depletion_floor",
     "derive",
     "event_from_envelope",
