@@ -21,6 +21,18 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "actor",
     ),
     "holds": ("holdId", "amount", "createdAt", "expiresAt", "expired", "description"),
+    "lots": (
+        "lotId",
+        "status",
+        "remaining",
+        "initialAmount",
+        "priority",
+        "expiresAt",
+        "grantedAt",
+        "source",
+        "reference",
+    ),
+    "expiries": ("lotId", "remaining", "expired", "transactionId"),
     "inconsistent": ("accountId", "balance", "ledgerSum", "unresolved", "chainBreaks"),
 }
 MAX_CELL = 60

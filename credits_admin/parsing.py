@@ -12,7 +12,8 @@ from credits_admin import requests, values
 PROG = "credits-admin"
 PLANS = ("free", "pro")
 DESCRIPTION = (
-    "Operate Serverless Credits: accounts, API keys, credits, the ledger, balance events. "
+    "Operate Serverless Credits: accounts, API keys, credits and their lots, the ledger, "
+    "balance events. "
     "Invokes the "
     "AdminFunction of a deployed stack (--stack-name) or of the local stack (--local)."
 )
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _keys(groups)
     _credits(groups)
     _holds(groups)
+    _lots(groups)
     ledger = groups.add_parser("ledger", help="an account's ledger, newest first")
     ledger.add_argument("account_id", metavar="ID")
     ledger.add_argument("--limit", type=values.positive_int, metavar="N", help="1..100 (20)")
@@ -164,6 +166,24 @@ def _idempotency(command: Parser) -> None:
     )
 
 
+def _lot_options(command: Parser, *, default_priority: int) -> None:
+    """The credit lot a top-up or grant opens (docs/lots.md)."""
+    command.add_argument(
+        "--priority",
+        type=values.priority,
+        metavar="0..100",
+        help=f"higher is spent first ({default_priority})",
+    )
+    expiry = command.add_mutually_exclusive_group()
+    expiry.add_argument(
+        "--expires-at",
+        type=values.timestamp,
+        metavar="ISO8601",
+        help="when what is left expires (at least 5 minutes ahead; default: never)",
+    )
+    expiry.add_argument("--expires-in", type=values.duration, metavar="DURATION", help="e.g. 30d")
+
+
 def _credits(groups: Commands) -> None:
     commands = _sub(groups, "credits", "money")
     topup = commands.add_parser("topup", help="purchased credits")
@@ -171,6 +191,7 @@ def _credits(groups: Commands) -> None:
     topup.add_argument("amount", type=values.amount, metavar="AMOUNT")
     topup.add_argument("--reference", metavar="REF", help="purchase order or payment id")
     topup.add_argument("--description", metavar="TEXT")
+    _lot_options(topup, default_priority=50)
     _idempotency(topup)
     topup.set_defaults(build=requests.credits_topup)
 
@@ -179,10 +200,7 @@ def _credits(groups: Commands) -> None:
     grant.add_argument("amount", type=values.amount, metavar="AMOUNT")
     grant.add_argument("--reference", metavar="REF")
     grant.add_argument("--description", metavar="TEXT")
-    grant.add_argument("--priority", type=values.priority, metavar="0..100")
-    expiry = grant.add_mutually_exclusive_group()
-    expiry.add_argument("--expires-at", type=values.timestamp, metavar="ISO8601")
-    expiry.add_argument("--expires-in", type=values.duration, metavar="DURATION", help="e.g. 30d")
+    _lot_options(grant, default_priority=60)
     _idempotency(grant)
     grant.set_defaults(build=requests.credits_grant)
 
@@ -218,6 +236,28 @@ def _holds(groups: Commands) -> None:
     release.add_argument("--reason", metavar="TEXT")
     _idempotency(release)
     release.set_defaults(build=requests.holds_release)
+
+
+def _lots(groups: Commands) -> None:
+    commands = _sub(groups, "lots", "credit lots (each top-up and grant is one)")
+    listing = commands.add_parser(
+        "list",
+        help="an account's lots in burn order, with its balance",
+        description=(
+            "The account's lots, in the order debits burn them: highest priority, then "
+            "soonest expiry (none last), then oldest. Status: active; expired (never spent "
+            "again, the next sweep removes it); pinned (expired, reserved by open holds); "
+            "overdraft (the account's debt). See docs/lots.md."
+        ),
+    )
+    listing.add_argument("account_id", metavar="ID")
+    listing.set_defaults(build=requests.lots_list)
+    expire = commands.add_parser(
+        "expire",
+        help="expire the account's expired lots now (instead of the next sweep)",
+    )
+    expire.add_argument("account_id", metavar="ID")
+    expire.set_defaults(build=requests.lots_expire)
 
 
 def _events(groups: Commands) -> None:

@@ -132,22 +132,13 @@ def keys_revoke(args: argparse.Namespace) -> AdminRequest:
 
 
 # ---------------------------------------------------------------- credits
-def credits_topup(args: argparse.Namespace) -> AdminRequest:
-    return _money(
-        "credits.topup",
-        args,
-        amount=_amount(args.amount),
-        reference=args.reference,
-        description=args.description,
-    )
-
-
-def credits_grant(args: argparse.Namespace) -> AdminRequest:
+def _credit(operation: str, args: argparse.Namespace) -> AdminRequest:
+    """A top-up or grant, and the lot it opens (priority, expiry)."""
     expires = args.expires_at
     if args.expires_in is not None:
         expires = datetime.now(UTC) + args.expires_in
     return _money(
-        "credits.grant",
+        operation,
         args,
         amount=_amount(args.amount),
         reference=args.reference,
@@ -155,6 +146,14 @@ def credits_grant(args: argparse.Namespace) -> AdminRequest:
         priority=args.priority,
         expiresAt=None if expires is None else values.iso(expires),
     )
+
+
+def credits_topup(args: argparse.Namespace) -> AdminRequest:
+    return _credit("credits.topup", args)
+
+
+def credits_grant(args: argparse.Namespace) -> AdminRequest:
+    return _credit("credits.grant", args)
 
 
 def credits_adjust(args: argparse.Namespace) -> AdminRequest:
@@ -178,6 +177,15 @@ def holds_list(args: argparse.Namespace) -> AdminRequest:
 
 def holds_release(args: argparse.Namespace) -> AdminRequest:
     return _money("holds.release", args, holdId=args.hold_id, reason=args.reason)
+
+
+# ---------------------------------------------------------------- lots
+def lots_list(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("lots.list", {"accountId": args.account_id})
+
+
+def lots_expire(args: argparse.Namespace) -> AdminRequest:
+    return AdminRequest("lots.expire", {"accountId": args.account_id})
 
 
 # ---------------------------------------------------------------- ledger, reconcile

@@ -11,7 +11,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from serverless_credits.domain.errors import AccountSuspended
 from serverless_credits.domain.events import BalanceEvent, BalanceLowDetail, FailedEvent
 from serverless_credits.integrations.client import CreditsClient
 from serverless_credits.integrations.eventbridge import SqsReplayQueue
-from tests.e2e.support import Api
+from tests.e2e.support import Api, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -156,6 +156,62 @@ def test_a_generated_idempotency_key_is_printed_and_retries_safely(
     assert "idempotency key: adm-" in human.err
     assert "transactionId" in human.out
     assert balance_of(admin, account_id) == 106
+
+
+def test_credits_open_lots_an_operator_lists_in_burn_order(
+    admin: Admin, account: dict[str, Any]
+) -> None:
+    """A grant with a priority and an expiry and a purchase order: each result names its lot;
+    `lots list` shows them in burn order (the opening grant, priority 60, between), what each
+    was granted as once the stream recorded it, and sums to the balance."""
+    account_id = account["accountId"]
+    expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+
+    promo = admin(
+        "credits",
+        "grant",
+        account_id,
+        "20",
+        "--priority",
+        "90",
+        "--expires-at",
+        expires.isoformat(),
+        "--description",
+        "Goodwill",
+    )
+    order = admin("credits", "topup", account_id, "50", "--reference", "po_e2e", "--priority", "10")
+    too_soon = admin("credits", "grant", account_id, "5", "--expires-in", "2m")
+
+    assert (promo.code, order.code) == (0, 0), promo.err + order.err
+    assert promo.body["lots"] == {promo.body["lotId"]: 20}
+    assert too_soon.code == 1
+    assert too_soon.body["error"]["code"] == "VALIDATION_ERROR"
+
+    def recorded() -> dict[str, Any] | None:
+        listed = admin("lots", "list", account_id)
+        assert listed.code == 0, listed.err
+        lots = listed.body["lots"]
+        return listed.body if all(lot["initialAmount"] is not None for lot in lots) else None
+
+    listed = eventually(recorded, what="the LOT items recorded from the stream")
+    lots = listed["lots"]
+    assert [lot["lotId"] for lot in lots][::2] == [promo.body["lotId"], order.body["lotId"]]
+    assert [(lot["priority"], lot["source"], lot["remaining"]) for lot in lots] == [
+        (90, "grant", 20),
+        (60, "grant", 100),  # the opening balance
+        (10, "topup", 50),
+    ]
+    assert lots[0]["expiresAt"] == expires.isoformat().replace("+00:00", "Z")
+    assert (lots[0]["description"], lots[2]["reference"]) == ("Goodwill", "po_e2e")
+    assert {lot["status"] for lot in lots} == {"active"}
+    assert listed["balance"] == sum(lot["remaining"] for lot in lots) == 170
+    table = admin("lots", "list", account_id, json_output=False)
+    assert table.code == 0, table.err
+    assert "po_e2e" in table.out
+    assert table.out.index(promo.body["lotId"]) < table.out.index(order.body["lotId"])
+    nothing_expired = admin("lots", "expire", account_id)
+    assert nothing_expired.body["expiries"] == []
+    assert nothing_expired.body["balance"] == 170
 
 
 def test_refund_part_of_a_debit_twice_with_one_key_then_more_than_is_left(

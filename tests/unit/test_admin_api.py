@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from unittest.mock import ANY
 
 import boto3
 import pytest
@@ -17,6 +18,7 @@ from functions.admin import app
 from serverless_credits import wiring
 from serverless_credits.domain.commands import DebitCommand, ReserveCommand
 from serverless_credits.domain.errors import AccountSuspended
+from serverless_credits.domain.lots import LotRank, rank_of
 from serverless_credits.domain.models import AccountStatus, EntryType
 from serverless_credits.storage.store import CreditsStore
 from serverless_credits.transport import admin_api
@@ -355,7 +357,7 @@ def test_money_refusals(call: Call, account: str) -> None:
     assert call("accounts.show", accountId=account)["account"]["balance"] == 100
 
 
-def test_grant_keeps_priority_and_expiry_on_the_entry(
+def test_grant_and_top_up_open_a_lot_with_their_priority_and_expiry(
     call: Call, account: str, materialize: Callable[[], int]
 ) -> None:
     expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
@@ -368,22 +370,65 @@ def test_grant_keeps_priority_and_expiry_on_the_entry(
         expiresAt=expires.isoformat(),
         description="Promo",
     )
-    past = call(
+    bought = call(
+        "credits.topup",
+        accountId=account,
+        amount=30,
+        idempotencyKey="po-7",
+        reference="po_7",
+        priority=70,
+        expiresAt=expires.isoformat(),
+    )
+    defaults = call("credits.topup", accountId=account, amount=5, idempotencyKey="po-8")
+    replayed = call(
         "credits.grant",
         accountId=account,
         amount=20,
-        idempotencyKey="promo-2",
-        expiresAt="2020-01-01T00:00:00Z",
+        idempotencyKey="promo-1",
+        priority=10,
+        expiresAt=expires.isoformat(),
+        description="Promo",
     )
 
     assert granted["balanceAfter"] == 120
-    assert error_of(past) == "VALIDATION_ERROR"
-    assert fields_named(past) == {"expiresAt"}
+    assert granted["lots"] == {granted["lotId"]: 20}
+    assert rank_of(granted["lotId"]) == LotRank(10, int(expires.timestamp()), ANY)
+    assert rank_of(bought["lotId"]) == LotRank(70, int(expires.timestamp()), ANY)
+    assert rank_of(defaults["lotId"]) == LotRank(50, None, ANY)  # a top-up's default
+    assert replayed == {**granted, "replayed": True}
     materialize()
-    entry = call("ledger.list", accountId=account, limit=1)["entries"][0]
-    assert entry["type"] == "grant"
-    assert entry["metadata"] == {"priority": 10, "expiresAt": expires.isoformat()}
-    assert entry["actor"] == ACTOR
+    entry = call("ledger.list", accountId=account, limit=3)["entries"][-1]
+    assert (entry["type"], entry["actor"]) == ("grant", ACTOR)
+    assert entry["metadata"] == {}  # priority and expiry are the lot's, not metadata
+    listed = {lot["lotId"]: lot for lot in call("lots.list", accountId=account)["lots"]}
+    assert listed[bought["lotId"]]["reference"] == "po_7"
+    assert listed[granted["lotId"]]["priority"] == 10
+
+
+@pytest.mark.parametrize("operation", ["credits.grant", "credits.topup"])
+@pytest.mark.parametrize(
+    "lot",
+    [
+        {"expiresAt": timedelta(days=-1)},
+        {"expiresAt": timedelta(minutes=2)},  # a lot lives at least 5 minutes
+        {"priority": 101},
+        {"priority": -1},
+        {"priority": "10"},  # an integer, not text
+    ],
+)
+def test_a_lot_expiring_too_soon_or_out_of_range_priority_is_refused(
+    call: Call, account: str, operation: str, lot: dict[str, Any]
+) -> None:
+    sent = {
+        name: (datetime.now(UTC) + value).isoformat() if isinstance(value, timedelta) else value
+        for name, value in lot.items()
+    }
+
+    refused = call(operation, accountId=account, amount=20, idempotencyKey="k-1", **sent)
+
+    (field,) = lot
+    assert fields_named(refused) == {field}
+    assert call("accounts.show", accountId=account)["account"]["balance"] == 100
 
 
 def test_adjust_either_way_with_a_reason(

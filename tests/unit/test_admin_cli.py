@@ -263,6 +263,33 @@ def request_of(*argv: str) -> dict[str, Any]:
                 "idempotencyKey": "r-2",
             },
         ),
+        (
+            [
+                "credits",
+                "topup",
+                "acct_1",
+                "10000",
+                "--reference",
+                "po_9",
+                "--priority",
+                "0",
+                "--expires-at",
+                "2031-06-30T12:00:00+02:00",
+                "--idempotency-key",
+                "t-2",
+            ],
+            {
+                "operation": "credits.topup",
+                "accountId": "acct_1",
+                "amount": 10000,
+                "reference": "po_9",
+                "priority": 0,
+                "expiresAt": "2031-06-30T10:00:00Z",
+                "idempotencyKey": "t-2",
+            },
+        ),
+        (["lots", "list", "acct_1"], {"operation": "lots.list", "accountId": "acct_1"}),
+        (["lots", "expire", "acct_1"], {"operation": "lots.expire", "accountId": "acct_1"}),
         (["ledger", "acct_1"], {"operation": "ledger.list", "accountId": "acct_1"}),
         (
             ["ledger", "acct_1", "--limit", "50"],
@@ -278,9 +305,10 @@ def test_each_command_sends_its_operation(argv: list[str], expected: dict[str, A
     assert request_of(*argv) == {**expected, "actor": ACTOR}
 
 
-def test_grant_expires_in_is_a_time_from_now() -> None:
+@pytest.mark.parametrize("command", ["grant", "topup"])
+def test_a_lot_expires_in_is_a_time_from_now(command: str) -> None:
     before = datetime.now(UTC)
-    sent = request_of("credits", "grant", "acct_1", "5", "--expires-in", "30d")
+    sent = request_of("credits", command, "acct_1", "5", "--expires-in", "30d")
     expires = datetime.fromisoformat(sent["expiresAt"].replace("Z", "+00:00"))
 
     assert before + timedelta(days=30) <= expires <= datetime.now(UTC) + timedelta(days=30)
@@ -461,6 +489,133 @@ def test_human_mode_prints_a_table_of_a_list() -> None:
     assert lines[3].split() == ["acct_22", "Other", "free", "suspended", "0", "0"]
 
 
+LISTED: list[dict[str, Any]] = [
+    {
+        "lotId": "lot_0a1h3xk2o0m5t2a9xc5e1f2",
+        "status": "active",
+        "remaining": Decimal("17.5"),
+        "initialAmount": Decimal(20),
+        "units": "credits",
+        "priority": 90,
+        "expiresAt": "2030-01-31T00:00:00Z",
+        "grantedAt": "2025-03-01T12:00:00.123000Z",
+        "reference": None,
+        "source": "grant",
+        "description": "Promo",
+        "grantedBy": "txn_4_0123456789ab",
+    },
+    {
+        "lotId": "lot_1szzzzzzzm5t2a9xc0000",
+        "status": "active",
+        "remaining": Decimal(105),
+        "initialAmount": None,
+        "units": "credits",
+        "priority": 50,
+        "expiresAt": None,
+        "grantedAt": "2025-01-01T00:00:00Z",
+        "reference": None,
+        "source": "opening",
+        "description": "",
+        "grantedBy": None,
+    },
+    {
+        "lotId": "overdraft",
+        "status": "overdraft",
+        "remaining": Decimal(-5),
+        "initialAmount": None,
+        "units": "credits",
+        "priority": None,
+        "expiresAt": None,
+        "grantedAt": None,
+        "reference": None,
+        "source": None,
+        "description": "",
+        "grantedBy": None,
+    },
+]
+LOTS = {
+    "accountId": "acct_1",
+    "balance": Decimal("117.5"),
+    "available": Decimal("107.5"),
+    "reserved": Decimal(10),
+    "lots": LISTED,
+}
+
+
+def test_lots_list_shows_the_balance_then_a_table_of_the_lots_in_burn_order() -> None:
+    result = run(FakeAdmin(response=LOTS), "--local", "lots", "list", "acct_1")
+
+    assert result.code == 0, result.err
+    summary, table = result.out.split("\n\n")
+    assert summary.splitlines() == [
+        "accountId  acct_1",
+        "balance    117.5",
+        "available  107.5",
+        "reserved   10",
+    ]
+    lines = table.splitlines()
+    assert lines[0] == "lots:"
+    assert lines[1].split() == [
+        "lotId",
+        "status",
+        "remaining",
+        "initialAmount",
+        "priority",
+        "expiresAt",
+        "grantedAt",
+        "source",
+        "reference",
+    ]
+    assert lines[3].split() == [
+        "lot_0a1h3xk2o0m5t2a9xc5e1f2",
+        "active",
+        "17.5",
+        "20",
+        "90",
+        "2030-01-31T00:00:00Z",
+        "2025-03-01T12:00:00.123000Z",
+        "grant",
+        "-",
+    ]
+    assert [line.split()[0] for line in lines[3:]] == [lot["lotId"] for lot in LISTED]
+    assert lines[5].split()[:3] == ["overdraft", "overdraft", "-5"]
+
+
+def test_lots_list_in_json_is_the_response_exactly() -> None:
+    result = run(FakeAdmin(response=LOTS), "--local", "--json", "lots", "list", "acct_1")
+
+    assert json.loads(result.out, parse_float=Decimal) == LOTS
+
+
+def test_lots_expire_shows_what_each_expired_lot_lost() -> None:
+    expired = {
+        "accountId": "acct_1",
+        "balance": Decimal(100),
+        "available": Decimal(90),
+        "reserved": Decimal(10),
+        "expiries": [
+            {
+                "lotId": "lot_0a1h3xk2o0m5t2a9xc5e1f2",
+                "remaining": Decimal("17.5"),
+                "expired": Decimal("17.5"),
+                "transactionId": "txn_9_0123456789ab",
+            },
+            {
+                "lotId": "lot_0a1h3xk2o0m5t2a9xc5e1f3",
+                "remaining": Decimal(10),
+                "expired": None,
+                "transactionId": None,
+            },
+        ],
+    }
+    result = run(FakeAdmin(response=expired), "--local", "lots", "expire", "acct_1")
+
+    lines = result.out.split("\n\n")[1].splitlines()
+    assert lines[1].split() == ["lotId", "remaining", "expired", "transactionId"]
+    assert lines[3].split() == ["lot_0a1h3xk2o0m5t2a9xc5e1f2", "17.5", "17.5", "txn_9_0123456789ab"]
+    assert lines[4].split() == ["lot_0a1h3xk2o0m5t2a9xc5e1f3", "10", "-", "-"]
+
+
 def test_human_mode_shows_an_object_as_names_and_values() -> None:
     account = {"account": {"accountId": "acct_1", "flagged": True, "statusReason": None}}
     result = run(FakeAdmin(response=account), "--local", "accounts", "show", "acct_1")
@@ -618,6 +773,27 @@ def test_an_unexpected_response_is_an_error() -> None:
         (["--local", "credits", "grant", "a_1", "5", "--expires-in", "soon"], "not a duration"),
         (["--local", "credits", "grant", "a_1", "5", "--expires-in", "0d"], "positive"),
         (["--local", "credits", "grant", "a_1", "5", "--expires-at", "tomorrow"], "ISO 8601"),
+        (["--local", "credits", "topup", "a_1", "5", "--priority", "-1"], "0..100"),
+        (["--local", "credits", "topup", "a_1", "5", "--priority", "high"], "not an integer"),
+        (["--local", "credits", "topup", "a_1", "5", "--expires-at", "soon"], "ISO 8601"),
+        (
+            [
+                "--local",
+                "credits",
+                "topup",
+                "a_1",
+                "5",
+                "--expires-at",
+                "2030-01-01",
+                "--expires-in",
+                "3d",
+            ],
+            "not allowed with",
+        ),
+        (["--local", "lots"], "required"),
+        (["--local", "lots", "list"], "ID"),
+        (["--local", "lots", "list", "a_1", "--limit", "5"], "unrecognized arguments"),
+        (["--local", "lots", "expire"], "ID"),
         (
             [
                 "--local",

@@ -13,7 +13,14 @@ from typing import Annotated, Self
 
 from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
-from serverless_credits.domain.commands import Actor, Currency, HoldId, Reason, StrictCommand
+from serverless_credits.domain.commands import (
+    Actor,
+    Currency,
+    HoldId,
+    Priority,
+    Reason,
+    StrictCommand,
+)
 from serverless_credits.domain.models import (
     AccountId,
     IdempotencyKey,
@@ -142,19 +149,21 @@ class MoneyRequest(AccountRequest):
 
 
 class TopUpRequest(MoneyRequest):
-    """`credits.topup`: purchased credits (reference: the purchase order or payment)."""
+    """`credits.topup`: purchased credits (reference: the purchase order or payment). It
+    opens a credit lot (`domain.lots`) with `priority` (0-100, higher is spent first;
+    default `domain.lots.DEFAULT_PRIORITIES`) and an optional `expiresAt` (at least
+    `domain.lots.MIN_LOT_LIFETIME` ahead, kept to the second)."""
 
     amount: PositiveAmount
     reference: Reference | None = None
     description: ShortText = ""
+    priority: Priority | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class GrantRequest(TopUpRequest):
-    """`credits.grant`: promotional credits. `priority` and `expiresAt` are stored on the
-    entry's metadata; they take effect with credit lots."""
-
-    priority: Annotated[int, Field(ge=0, le=100)] | None = None
-    expires_at: AwareDatetime | None = None
+    """`credits.grant`: promotional credits, in a lot as a top-up's (its own default
+    priority: given credit is spent before bought credit)."""
 
 
 class AdjustRequest(MoneyRequest):
@@ -190,6 +199,16 @@ class ReleaseHoldRequest(MoneyRequest):
     reason: ShortText = ""
 
 
+# ---------------------------------------------------------------- lots
+class LotsRequest(AccountRequest):
+    """`lots.list`: the account's active lots in burn order, with its balance."""
+
+
+class ExpireLotsRequest(AccountRequest):
+    """`lots.expire`: expire the account's lots past their `expiresAt` now, as the
+    ExpirerFunction's next sweep would (each expiry is idempotent by its own key)."""
+
+
 # ---------------------------------------------------------------- ledger
 class LedgerRequest(AccountRequest):
     """`ledger.list`: the newest entries first."""
@@ -223,11 +242,13 @@ __all__ = [
     "AdminRequest",
     "CreateAccountRequest",
     "CreateKeyRequest",
+    "ExpireLotsRequest",
     "FlagRequest",
     "GrantRequest",
     "LedgerRequest",
     "ListAccountsRequest",
     "ListKeysRequest",
+    "LotsRequest",
     "MoneyRequest",
     "Plan",
     "ReactivateRequest",

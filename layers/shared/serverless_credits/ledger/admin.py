@@ -5,6 +5,11 @@ write path, idempotent by key) with the operator as the entry's `actor`. Account
 settings updates of the account item that record who (`updatedBy`) and why (`statusReason`).
 Keys are issued through `Provisioner` on the account's plan's usage plan and listed per
 account; a rotation issues the new key before it revokes the old ones.
+
+Credits come in lots (`domain.lots`, docs/lots.md): a top-up or grant opens one with the
+operator's `priority` and `expiresAt` (or the defaults), and the result names it. Operators
+list an account's lots (`lots.list`) and may expire its expired lots at once (`lots.expire`)
+instead of waiting for the ExpirerFunction's sweep.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from serverless_credits.domain.admin_commands import (
     AdjustRequest,
     CreateAccountRequest,
     CreateKeyRequest,
+    ExpireLotsRequest,
     FlagRequest,
     GrantRequest,
     HoldsRequest,
     LedgerRequest,
     ListAccountsRequest,
     ListKeysRequest,
+    LotsRequest,
     MoneyRequest,
     ReactivateRequest,
     ReconcileRequest,
@@ -52,15 +59,18 @@ from serverless_credits.domain.commands import (
     ReleaseCommand,
 )
 from serverless_credits.domain.errors import ApiKeyNotFound, ValidationFailed
+from serverless_credits.domain.lots import OVERDRAFT_LOT, expired_lots
 from serverless_credits.domain.models import (
     Account,
     AccountStatus,
     ApiKeyMapping,
     Hold,
     LedgerEntry,
+    Lot,
     OperationResult,
     utc_now,
 )
+from serverless_credits.domain.money import normalize
 from serverless_credits.ledger.event_replay import EventReplayer, ReplayReport
 from serverless_credits.ledger.operations import OPENING_BALANCE_KEY, Ledger
 from serverless_credits.ledger.ports import Accounts
@@ -138,6 +148,34 @@ class RevokedKey:
 class MoneyResult:
     result: OperationResult
     idempotency_key: str
+    # The lot a top-up, grant or upward adjustment opened (None: none, or another kind).
+    lot_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AccountLots:
+    """An account's active lots: its item (the `lots` map decides what is left of each)
+    and the LOT items of those the stream has recorded, as of `now`."""
+
+    account: Account
+    described: dict[str, Lot]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class LotExpiry:
+    """One expired lot as `lots.expire` found it, and its expiry (None: nothing taken:
+    open holds reserve what it holds, or it was spent or swept meanwhile)."""
+
+    lot_id: str
+    remaining: Decimal
+    result: OperationResult | None
+
+
+@dataclass(frozen=True)
+class ExpiredLots:
+    account: Account  # after the expiries
+    steps: tuple[LotExpiry, ...]
 
 
 @dataclass(frozen=True)
@@ -349,45 +387,18 @@ class Administration:
 
     # ------------------------------------------------------------ credits
     def top_up(self, request: TopUpRequest) -> MoneyResult:
-        return self._money(
-            request,
-            self._ledger.top_up(
-                CreditCommand(
-                    account_id=request.account_id,
-                    idempotency_key=request.idempotency_key,
-                    amount=request.amount,
-                    description=request.description,
-                    reference=request.reference,
-                    actor=request.actor,
-                )
-            ),
-        )
+        """Purchased credits, in a new lot (the ledger checks `expiresAt`:
+        `domain.lots.check_lot_expiry`)."""
+        return self._opened(request, self._ledger.top_up(_credit_command(request)))
 
     def grant(self, request: GrantRequest) -> MoneyResult:
-        metadata: dict[str, str | int | bool] = {}
-        if request.priority is not None:
-            metadata["priority"] = request.priority
-        if request.expires_at is not None:
-            if request.expires_at <= self._clock():
-                raise ValidationFailed("expiresAt must be in the future", {"field": "expiresAt"})
-            metadata["expiresAt"] = request.expires_at.isoformat()
-        return self._money(
-            request,
-            self._ledger.grant(
-                CreditCommand(
-                    account_id=request.account_id,
-                    idempotency_key=request.idempotency_key,
-                    amount=request.amount,
-                    description=request.description,
-                    reference=request.reference,
-                    metadata=metadata,
-                    actor=request.actor,
-                )
-            ),
-        )
+        """Promotional credits, in a new lot."""
+        return self._opened(request, self._ledger.grant(_credit_command(request)))
 
     def adjust(self, request: AdjustRequest) -> MoneyResult:
-        return self._money(
+        """A correction: upward it opens a lot (named in the result), downward it burns
+        lots in order."""
+        return self._opened(
             request,
             self._ledger.adjust(
                 AdjustmentCommand(
@@ -432,6 +443,32 @@ class Administration:
         )
         self._log("release hold", request.actor, request.account_id, holdId=request.hold_id)
         return MoneyResult(result, request.idempotency_key)
+
+    # ------------------------------------------------------------ lots
+    def lots(self, request: LotsRequest) -> AccountLots:
+        """The account's active lots (its item's `lots` map, strongly consistent) and
+        what each was granted as (LOT items, written from the stream)."""
+        account, described = self._ledger.lots.active(request.account_id)
+        return AccountLots(account, described, self._clock())
+
+    def expire_lots(self, request: ExpireLotsRequest) -> ExpiredLots:
+        """Expire now each lot of the account past its `expiresAt`, as the next sweep
+        would (`ledger.lots.LotOperations.expire`: idempotent, at most what is available;
+        what open holds reserve stays pinned)."""
+        account = self._ledger.account(request.account_id)
+        steps = []
+        for lot_id in expired_lots(account, self._clock()):
+            remaining = (account.lots or {}).get(lot_id, Decimal(0))
+            result = self._ledger.lots.expire(request.account_id, lot_id)
+            steps.append(LotExpiry(lot_id, normalize(remaining), result))
+        after = self._ledger.account(request.account_id)
+        self._log(
+            "lots.expire",
+            request.actor,
+            request.account_id,
+            expired=[step.lot_id for step in steps if step.result is not None],
+        )
+        return ExpiredLots(after, tuple(steps))
 
     # ------------------------------------------------------------ ledger
     def entries(self, request: LedgerRequest) -> list[LedgerEntry]:
@@ -487,7 +524,9 @@ class Administration:
         stored.update(updatedBy=actor, updatedAt=self._clock())
         return self._accounts.update_settings(account_id, stored)
 
-    def _money(self, request: MoneyRequest, result: OperationResult) -> MoneyResult:
+    def _money(
+        self, request: MoneyRequest, result: OperationResult, lot_id: str | None = None
+    ) -> MoneyResult:
         if not result.replayed:
             self._log(
                 _MONEY_ACTIONS.get(type(request).__name__, "credits"),
@@ -495,8 +534,13 @@ class Administration:
                 request.account_id,
                 transactionId=result.transaction_id,
                 amount=str(result.amount),
+                **({"lotId": lot_id} if lot_id is not None else {}),
             )
-        return MoneyResult(result, request.idempotency_key)
+        return MoneyResult(result, request.idempotency_key, lot_id)
+
+    def _opened(self, request: MoneyRequest, result: OperationResult) -> MoneyResult:
+        """A credit's result, naming the lot it opened."""
+        return self._money(request, result, opened_lot(result))
 
     @staticmethod
     def _log(action: str, actor: str, account_id: str, **details: Any) -> None:
@@ -511,6 +555,30 @@ class Administration:
         )
 
 
+def _credit_command(request: TopUpRequest) -> CreditCommand:
+    return CreditCommand(
+        account_id=request.account_id,
+        idempotency_key=request.idempotency_key,
+        amount=request.amount,
+        description=request.description,
+        reference=request.reference,
+        actor=request.actor,
+        priority=request.priority,
+        expires_at=request.expires_at,
+    )
+
+
+def opened_lot(result: OperationResult) -> str | None:
+    """The lot a credit (top-up, grant, upward adjustment) opened: its one positive share
+    besides the overdraft's; None when the whole amount repaid an overdraft."""
+    opened = [
+        lot_id
+        for lot_id, share in (result.lots or {}).items()
+        if lot_id != OVERDRAFT_LOT and share > 0
+    ]
+    return opened[0] if len(opened) == 1 else None
+
+
 def _random_account_id() -> str:
     return f"{ACCOUNT_ID_PREFIX}{secrets.token_hex(8)}"
 
@@ -518,9 +586,12 @@ def _random_account_id() -> str:
 __all__ = [
     "AccountKeys",
     "AccountList",
+    "AccountLots",
     "Administration",
     "EntryPages",
+    "ExpiredLots",
     "KeyManager",
+    "LotExpiry",
     "MoneyResult",
     "NewAccount",
     "NewKey",

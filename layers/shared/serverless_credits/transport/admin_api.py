@@ -18,7 +18,9 @@ from serverless_credits.domain.models import Account, ApiKeyMapping, LedgerEntry
 from serverless_credits.domain.money import exact_dump, exact_number
 from serverless_credits.ledger.admin import (
     AccountHolds,
+    AccountLots,
     Administration,
+    ExpiredLots,
     MoneyResult,
     NewAccount,
     NewKey,
@@ -27,6 +29,7 @@ from serverless_credits.ledger.admin import (
 )
 from serverless_credits.ledger.event_replay import ReplayReport
 from serverless_credits.reads.holds import hold_view, newest_first
+from serverless_credits.reads.lot_listing import lot_views
 from serverless_credits.reads.queries import balance_view, transaction_view
 from serverless_credits.transport.responses import debit_error, validation_error
 
@@ -116,7 +119,43 @@ def _keys(mappings: list[ApiKeyMapping]) -> Json:
 
 
 def _money(done: MoneyResult) -> Json:
-    return {**_json(done.result), "idempotencyKey": done.idempotency_key}
+    opened = {"lotId": done.lot_id} if done.lot_id is not None else {}
+    return {**_json(done.result), **opened, "idempotencyKey": done.idempotency_key}
+
+
+def _balance(account: Account) -> Json:
+    return {
+        "accountId": account.account_id,
+        "balance": exact_number(account.balance),
+        "available": exact_number(account.available),
+        "reserved": exact_number(account.reserved),
+    }
+
+
+def _lots(found: AccountLots) -> Json:
+    """`lots.list`: the balance (the sum of the lots' remainders) and the lots in burn
+    order (`reads.lot_listing`)."""
+    return {
+        **_balance(found.account),
+        "lots": [_json(view) for view in lot_views(found.account, found.described, found.now)],
+    }
+
+
+def _expired_lots(done: ExpiredLots) -> Json:
+    """`lots.expire`: each expired lot, what it held and what its expiry took (null:
+    nothing: open holds reserve it, or it was gone meanwhile), and the balance after."""
+    return {
+        **_balance(done.account),
+        "expiries": [
+            {
+                "lotId": step.lot_id,
+                "remaining": exact_number(step.remaining),
+                "expired": exact_number(step.result.amount) if step.result else None,
+                "transactionId": step.result.transaction_id if step.result else None,
+            }
+            for step in done.steps
+        ],
+    }
 
 
 def _entries(entries: list[LedgerEntry]) -> Json:
@@ -195,6 +234,8 @@ OPERATIONS: dict[str, Operation] = {
     "credits.refund": (requests.RefundRequest, Administration.refund, _money),
     "holds.list": (requests.HoldsRequest, Administration.holds, _holds),
     "holds.release": (requests.ReleaseHoldRequest, Administration.release_hold, _money),
+    "lots.list": (requests.LotsRequest, Administration.lots, _lots),
+    "lots.expire": (requests.ExpireLotsRequest, Administration.expire_lots, _expired_lots),
     "ledger.list": (requests.LedgerRequest, Administration.entries, _entries),
     "reconcile": (requests.ReconcileRequest, Administration.reconcile, _reconciled),
     "events.replay": (requests.ReplayEventsRequest, Administration.replay_events, _replayed),
