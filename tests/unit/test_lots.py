@@ -404,3 +404,17 @@ def test_an_account_from_before_lots_gets_its_balance_as_one_lot(
     assert paid.lots is not None
     (opening,) = paid.lots
     assert lots(moto_store) == {opening: Decimal(6)}
+
+
+def test_a_grant_retried_when_its_lot_is_about_to_expire_replays(
+    ledger: Ledger, clock: Clock
+) -> None:
+    expires = START + timedelta(minutes=10)
+    first = grant(ledger, 10, key="g", expires_at=expires)
+    clock.now = expires - timedelta(minutes=1)  # a new grant could not expire this soon
+
+    again = grant(ledger, 10, key="g", expires_at=expires)
+
+    assert again == first
+    with pytest.raises(ValidationFailed):
+        grant(ledger, 10, key="other", expires_at=expires)

@@ -64,7 +64,7 @@ from serverless_credits.ledger.ports import (
     Usage,
 )
 from serverless_credits.ledger.prices import PriceCatalog
-from serverless_credits.ledger.write_path import WritePath, WriteRequest
+from serverless_credits.ledger.write_path import BeforeApply, WritePath, WriteRequest
 
 logger = logging.getLogger(__name__)
 
@@ -360,9 +360,9 @@ class Ledger:
     # ------------------------------------------------------------ helpers
     def _credit(self, command: CreditCommand, entry_type: EntryType) -> OperationResult:
         """A top-up or grant: it opens a lot with the command's priority (else its type's
-        default) and expiry (`domain.lots`)."""
+        default) and expiry (`domain.lots`). The expiry is checked only for a new credit:
+        a retry of one already applied replays it, however close its lot is to expiring."""
         now = self._clock()
-        check_lot_expiry(command.expires_at, now)
         priority = command.priority
         if priority is None:
             priority = default_priority(entry_type)
@@ -377,16 +377,31 @@ class Ledger:
             priority=priority,
             expires_at=command.expires_at,
         )
+
+        def new_lot_lives(_: IdempotencyRecord) -> None:
+            check_lot_expiry(command.expires_at, self._clock())
+
         return self._submit(
-            command.account_id, command.idempotency_key, entry_type.value, command, operation
+            command.account_id,
+            command.idempotency_key,
+            entry_type.value,
+            command,
+            operation,
+            before_apply=new_lot_lives,
         )
 
     def _submit(
-        self, account_id: str, key: str, name: str, command: object, operation: Operation
+        self,
+        account_id: str,
+        key: str,
+        name: str,
+        command: object,
+        operation: Operation,
+        *,
+        before_apply: BeforeApply | None = None,
     ) -> OperationResult:
-        return self.write_path.submit(
-            WriteRequest(account_id, key, fingerprint(name, parameters(command)), operation)
-        )
+        request = WriteRequest(account_id, key, fingerprint(name, parameters(command)), operation)
+        return self.write_path.submit(request, before_apply=before_apply)
 
     def _returns(
         self, paid: dict[str, Decimal] | None, already: Decimal, amount: Decimal
