@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from serverless_credits import wiring
 from serverless_credits.reads import cursor as cursors
-from serverless_credits.reads import holds, queries
+from serverless_credits.reads import holds, lots, queries
 from serverless_credits.transport import http_api
 
 logger = Logger()
@@ -35,13 +35,50 @@ def get_balance(account_id: http_api.CurrentAccount) -> queries.BalanceView:
 @app.get(
     "/v1/credits/balances",
     summary="Balances per credit lot",
-    description="One entry per credit grant or lot. The ledger keeps no lots yet: one entry "
-    "for the whole available balance (balanceId = account id, no expiry, priority 0).",
+    description="The account's credit lots (Deepgram's `balanceId`, `amount`, `units`, "
+    "`purchaseOrderId`, plus `priority`, `expiresAt`, `grantedAt`, `initialAmount`, `status`, "
+    "`source`). By default the lots holding credit, in the order debits spend them (highest "
+    "priority, then soonest expiry, then oldest), the account's debt last as the negative "
+    "`overdraft` lot: their amounts add up to exactly the balance route's `balance` "
+    "(`total`). One consistent read and one batch read. `status=all` pages through every "
+    "lot ever granted (`active`, `exhausted` or `expired`; one read and one Query per page): "
+    "page with `limit` and `cursor` (the previous page's `nextCursor`), which only "
+    "`status=all` takes.",
     tags=["Credits"],
-    responses=http_api.route_responses("The account's balances"),
+    responses=http_api.route_responses("The account's credit lots"),
 )
-def get_balances(account_id: http_api.CurrentAccount) -> queries.BalancesView:
-    return queries.balances(wiring.store(), account_id)
+def get_balances(
+    *,
+    account_id: http_api.CurrentAccount,
+    status: Annotated[
+        lots.LotListing,
+        Query(description="`active`: the lots holding credit; `all`: every lot ever granted"),
+    ] = lots.LotListing.ACTIVE,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=queries.MAX_LIMIT,
+            description=f"Lots per page with status=all (1-100, default {queries.DEFAULT_LIMIT})",
+        ),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=cursors.MAX_CURSOR_LENGTH,
+            description="nextCursor (status=all)",
+        ),
+    ] = None,
+) -> lots.BalancesView:
+    return lots.balances(
+        wiring.store(),
+        account_id,
+        wiring.cursor_signer,
+        status=status,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 @app.get(

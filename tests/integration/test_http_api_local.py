@@ -316,6 +316,7 @@ def route_costs(account_id: str, log: RequestLog) -> dict[str, list[tuple[str, i
     calls: list[tuple[str, Any, str, dict[str, str]]] = [
         ("balance", balance_handler, "/v1/credits/balance", {}),
         ("balances", balance_handler, "/v1/credits/balances", {}),
+        ("balances-history", balance_handler, "/v1/credits/balances", {"status": "all"}),
         ("transactions", transactions_handler, "/v1/credits/transactions", {"limit": "20"}),
         ("transactions-page-2", transactions_handler, "/v1/credits/transactions", {"limit": "20"}),
         (
@@ -350,7 +351,10 @@ def test_read_cost_does_not_grow_with_the_ledger(ledgers: tuple[CreditsStore, Re
 
     assert small == big
     assert big["balance"] == [("GetItem", 1)]
-    assert big["balances"] == [("GetItem", 1)]
+    # The account's lots (here its one grant, whose LOT item the bulk load does not write),
+    # then their LOT items in one batch; the history: the account, then one page Query.
+    assert big["balances"] == [("GetItem", 1), ("BatchGetItem", 0)]
+    assert big["balances-history"] == [("GetItem", 1), ("Query", 0)]
     for page in ("transactions", "transactions-page-2"):
         assert big[page] == [("Query", 21)]  # one Query: the page and one more to prove hasMore
     # A time filter first reads the range's first and last daily item (one Query from each

@@ -416,6 +416,7 @@ def test_no_client_input_gets_a_500(
 EVENT_ROUTES = {
     "balance": ("/v1/credits/balance", balance_app.lambda_handler),
     "balances": ("/v1/credits/balances", balance_app.lambda_handler),
+    "balances-history": ("/v1/credits/balances", balance_app.lambda_handler),
     "holds": ("/v1/credits/holds", balance_app.lambda_handler),
     "transactions": ("/v1/credits/transactions", transactions_app.lambda_handler),
     "stats": ("/v1/credits/stats", stats_app.lambda_handler),
@@ -463,6 +464,7 @@ def test_the_event_file_works_with_its_handler(
     expected_key = {
         "balance": "available",
         "balances": "balances",
+        "balances-history": "balances",
         "holds": "data",
         "transactions": "data",
         "stats": "totalUsed",
@@ -471,6 +473,12 @@ def test_the_event_file_works_with_its_handler(
     assert expected_key in response.body
     if name == "transactions":
         assert [entry["amount"] for entry in response.body["data"]] == [-2.5]
+    if name.startswith("balances"):  # the opening grant's lot, less the debit
+        lots = response.body["balances"]
+        assert [(lot["amount"], lot["status"], lot["initialAmount"]) for lot in lots] == [
+            (497.5, "active", 500)
+        ]
+        assert response.body["total"] == (497.5 if name == "balances" else None)
     if name == "stats":
         assert response.body["totalUsed"] == 2.5
         assert len(response.body["usage"]) == int(event["queryStringParameters"]["days"])

@@ -175,26 +175,26 @@ def test_balance_beyond_a_double_is_written_as_the_exact_number(moto_store: Cred
     assert float(big) != Decimal(big)  # the figure a float would have sent instead
 
 
-def test_balances_is_one_entry_for_the_whole_available_balance(
+def test_balances_lists_the_lots_the_credits_opened_summing_to_the_balance(
     moto_store: CreditsStore, account: ApiAccount
 ) -> None:
+    """The opening grant (priority 60) is spent before the top-up (50); the refund went
+    back to it. The lots' own route tests: tests/unit/test_http_balances.py."""
     response = invoke(
         lambda_handler, api_event("/v1/credits/balances", api_key_id=account.api_key_id)
     )
 
     assert response.status == 200
-    assert response.body == {
-        "balances": [
-            {
-                "balanceId": "acct_bal",
-                "amount": 108.5,
-                "units": "credits",
-                "purchaseOrderId": None,
-                "expiresAt": None,
-                "priority": 0,
-            }
-        ]
-    }
+    body = response.body
+    assert set(body) == {"balances", "total", "hasMore", "nextCursor"}
+    # 100 - 7.25 - 6 + 1.25 on the opening grant; the top-up untouched.
+    assert [(lot["source"], lot["amount"], lot["initialAmount"]) for lot in body["balances"]] == [
+        ("grant", 88, 100),
+        ("topup", 20.5, 20.5),
+    ]
+    assert all(lot["units"] == "credits" for lot in body["balances"])
+    assert all(lot["status"] == "active" for lot in body["balances"])
+    assert body["total"] == 108.5
 
 
 def test_balances_of_an_empty_account(moto_store: CreditsStore) -> None:
@@ -202,7 +202,7 @@ def test_balances_of_an_empty_account(moto_store: CreditsStore) -> None:
     body = invoke(
         lambda_handler, api_event("/v1/credits/balances", api_key_id=empty.api_key_id)
     ).body
-    assert body["balances"][0]["amount"] == 0
+    assert (body["balances"], body["total"]) == ([], 0)
 
 
 def test_balance_ignores_query_parameters(moto_store: CreditsStore, account: ApiAccount) -> None:
@@ -227,5 +227,5 @@ def test_tenant_isolation(moto_store: CreditsStore, account: ApiAccount) -> None
                     api_key_id=key,
                 ),
             ).body
-            amount = body["available"] if "available" in body else body["balances"][0]["amount"]
+            amount = body["available"] if "available" in body else body["total"]
             assert amount == expected

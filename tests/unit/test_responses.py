@@ -27,6 +27,7 @@ from serverless_credits.transport import responses
         (errors.IdempotencyConflict("key-1"), 409),
         (errors.AccountAlreadyExists("acct_1"), 409),
         (errors.RefundNotAllowed("no"), 409),
+        (errors.TooManyActiveLots("acct_1", 25), 409),
         (errors.CreditsError("anything else"), 400),
     ],
 )

@@ -155,10 +155,25 @@ def opening_lots(balance: Decimal, account_created: datetime) -> dict[str, Decim
     """The lots of an account written before lots existed: its balance as one lot with the
     default priority and no expiry (or its debt as the overdraft lot)."""
     if balance > 0:
-        return {new_lot_id(DEFAULT_PRIORITY, None, account_created, salt="0000"): balance}
+        return {opening_lot_id(account_created): balance}
     if balance < 0:
         return {OVERDRAFT_LOT: balance}
     return {}
+
+
+def opening_lot_id(account_created: datetime) -> str:
+    """The id `opening_lots` gives the balance of an account from before lots:
+    deterministic (the account's creation time, a fixed salt), so listings name it before
+    the account's next write gives it to the item."""
+    return new_lot_id(DEFAULT_PRIORITY, None, account_created, salt="0000")
+
+
+def lots_on(account: Account) -> dict[str, Decimal]:
+    """The account's lots: its item's `lots` map or, for an item written before lots, the
+    opening lot its next write will give it (`storage.accounts.open_lots`)."""
+    if account.lots is not None:
+        return dict(account.lots)
+    return opening_lots(account.balance, account.created_at)
 
 
 # ---------------------------------------------------------------- plans
@@ -462,7 +477,9 @@ __all__ = [
     "expired_credit",
     "expired_lots",
     "lot_expired",
+    "lots_on",
     "new_lot_id",
+    "opening_lot_id",
     "opening_lots",
     "plan_burn",
     "plan_capture",

@@ -32,7 +32,8 @@ from serverless_credits.domain.lots import (
     UNITS,
     burn_order,
     expirable,
-    opening_lots,
+    lots_on,
+    opening_lot_id,
     rank_of,
 )
 from serverless_credits.domain.models import Account, CamelModel, Lot
@@ -69,26 +70,10 @@ class OperatorLotView(CamelModel):
     granted_by: str | None = Field(default=None, description="The opening transaction's id")
 
 
-def lots_on(account: Account) -> dict[str, Decimal]:
-    """The account's lots map; an item written before lots existed has its balance as the
-    one opening lot it will be given at its next change (`storage.accounts.open_lots`)."""
-    if account.lots is not None:
-        return dict(account.lots)
-    return opening_lots(account.balance, account.created_at)
-
-
-def _opening_lot_id(account: Account) -> str:
-    """The id `domain.lots.opening_lots` gives the balance of an item written before lots
-    (deterministic: the account's creation time, a fixed salt): no entry opened it, so it
-    has no LOT item."""
-    (lot_id,) = opening_lots(Decimal(1), account.created_at)
-    return lot_id
-
-
 def _source(account: Account, lot_id: str, described: Lot | None) -> str | None:
     if described is not None:
         return described.source.value
-    return OPENING if lot_id == _opening_lot_id(account) else None
+    return OPENING if lot_id == opening_lot_id(account.created_at) else None
 
 
 def _status(account: Account, lot_id: str, now: datetime) -> LotStatus:
@@ -129,4 +114,4 @@ def lot_views(
     return [lot_view(account, lot_id, lots[lot_id], described.get(lot_id), now) for lot_id in order]
 
 
-__all__ = ["LotStatus", "OperatorLotView", "lot_view", "lot_views", "lots_on"]
+__all__ = ["LotStatus", "OperatorLotView", "lot_view", "lot_views"]

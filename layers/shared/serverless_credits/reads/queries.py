@@ -1,9 +1,9 @@
-"""Read views of an account for the customer HTTP API: balance, balances, transactions,
-stats and summary.
+"""Read views of an account for the customer HTTP API: balance, transactions, stats and
+summary (the credit lots of `/balances` are `reads.lots`).
 
 Every view costs a fixed number of DynamoDB requests, whatever the size of the ledger
 (SPEC "Non-functional targets"):
-- balance, balances: one GetItem of the account item;
+- balance: one GetItem of the account item;
 - transactions: one Query of the ledger partition per page, at most `MAX_QUERIES` when a
   filter leaves it short, examining at most `MAX_SCANNED` entries (plus the `offset`
   compatibility mode's skipped ones, at most `MAX_OFFSET`): a sparse filter gets a partial
@@ -52,7 +52,6 @@ MAX_QUERIES = ledger_entries.MAX_QUERIES
 DEFAULT_DAYS = 30
 MAX_DAYS = 90
 MAX_RANGE_DAYS = 366
-BALANCE_UNITS = "credits"
 MIN_YEAR, MAX_YEAR = 1970, 9998
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -132,21 +131,6 @@ class BalanceView(CamelModel):
     flagged: bool
     fraud_warning: str | None = None
     last_updated: AwareDatetime
-
-
-class BalanceLot(CamelModel):
-    balance_id: str
-    amount: Credits
-    units: str
-    purchase_order_id: str | None = None
-    expires_at: AwareDatetime | None = None
-    priority: int = 0
-
-
-class BalancesView(CamelModel):
-    """GET /v1/credits/balances: one entry per credit lot (today: one for the whole balance)."""
-
-    balances: list[BalanceLot]
 
 
 class TransactionView(CamelModel):
@@ -309,24 +293,6 @@ def balance_view(account: Account) -> BalanceView:
 def balance(store: CreditsStore, account_id: str) -> BalanceView:
     """The account's balance: one strongly consistent GetItem."""
     return balance_view(_account(store, account_id))
-
-
-def balances(store: CreditsStore, account_id: str) -> BalancesView:
-    """Per-lot balances. The ledger records no lots or grants with expiry yet, so this is one
-    entry for the whole available balance (balanceId = account id, no expiry, priority 0)."""
-    account = _account(store, account_id)
-    return BalancesView(
-        balances=[
-            BalanceLot(
-                balance_id=account.account_id,
-                amount=normalize(account.available),
-                units=BALANCE_UNITS,
-                purchase_order_id=None,
-                expires_at=None,
-                priority=0,
-            )
-        ]
-    )
 
 
 # ---------------------------------------------------------------- transactions
@@ -656,14 +622,12 @@ __all__ = [
     "MAX_RANGE_DAYS",
     "MAX_SCANNED",
     "BalanceView",
-    "BalancesView",
     "DateOrTime",
     "Period",
     "StatsView",
     "SummaryView",
     "TransactionsPage",
     "balance",
-    "balances",
     "stats",
     "summary",
     "transactions",

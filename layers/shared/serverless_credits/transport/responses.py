@@ -28,6 +28,7 @@ HTTP_STATUS: dict[type[errors.CreditsError], int] = {
     errors.RefundNotAllowed: 409,
     errors.HoldNotOpen: 409,
     errors.TooManyOpenHolds: 409,
+    errors.TooManyActiveLots: 409,
     errors.CreditsUnavailable: 503,
 }
 SERVICE_BUSY_STATUS = 503
