@@ -171,9 +171,18 @@ def test_a_page_is_most_recent_first_with_every_field(
         "held",
         "expiresAt",
         "reason",
+        "lots",
+        "lotId",
+        "priority",
         "createdAt",
     }
     assert (sms["holdId"], sms["held"], sms["expiresAt"], sms["reason"]) == (None,) * 4
+    # The sms was paid by the grant's lot; the top-up opened its own lot (priority 50).
+    grant, topup = body["data"][4], body["data"][3]
+    assert sms["lots"] == {grant["lotId"]: -1}
+    assert (sms["lotId"], sms["priority"]) == (None, None)
+    assert topup["lots"] == {topup["lotId"]: topup["amount"]}
+    assert topup["priority"] == 50
     assert body["data"][3]["reference"] == "po_1"
     assert body["data"][0]["amount"] == -2.5
 

@@ -159,10 +159,26 @@ class TransactionView(CamelModel):
         "capture or release",
     )
     expires_at: AwareDatetime | None = Field(
-        default=None, description="On a hold entry: when the hold expires"
+        default=None,
+        description="On a hold entry: when the hold expires; on an entry that opened a credit "
+        "lot: when the lot expires",
     )
     reason: ReleaseReason | None = Field(
         default=None, description="On a release entry: `released`, or `expired` (the expirer)"
+    )
+    lots: dict[str, Credits] | None = Field(
+        default=None,
+        description="Which credit lots (`balanceId`) paid (negative) or received (positive) "
+        "how much: a debit's or capture's lots in burn order, a credit's new lot, a refund's "
+        "returns, an expiry's lot",
+    )
+    lot_id: str | None = Field(
+        default=None,
+        description="The credit lot this entry opened (top-up, grant, adjustment, refund) or "
+        "expired (expiry)",
+    )
+    priority: int | None = Field(
+        default=None, description="On an entry that opened a credit lot: its priority"
     )
     created_at: AwareDatetime
 
@@ -329,6 +345,9 @@ def transaction_view(entry: LedgerEntry) -> TransactionView:
         held=_n(entry.held),
         expires_at=entry.expires_at,
         reason=entry.reason,
+        lots={lot: normalize(moved) for lot, moved in entry.lots.items()} if entry.lots else None,
+        lot_id=entry.lot_id,
+        priority=entry.priority,
         created_at=entry.created_at,
     )
 
