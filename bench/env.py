@@ -54,6 +54,21 @@ def say(message: str) -> None:
     stream.flush()
 
 
+class Parts:
+    """The timed parts of a section: `with parts("name", "title"):` says the title and
+    records the part's seconds in `parts.seconds`."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, title: str) -> Iterator[None]:
+        say(f"  {title}")
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Send what handlers print (EMF metrics, JSON logs) to /dev/null, as Lambda ships it

@@ -29,8 +29,7 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import baselines, contention, writes
 from bench.capacity import PARTITION_WRITE_UNITS_PER_SECOND, Probe, item_size
-from bench.env import Environment, Handler, quiet, run_together, say, unique
+from bench.env import Environment, Handler, Parts, quiet, run_together, say, unique
 from bench.stats import latency, ratio
 from devtools import dynamodb_local
 from devtools.api_events import LambdaContextStub
@@ -745,22 +744,14 @@ def rates(
 def holds(
     env: Environment, concurrency: tuple[int, ...], pairs: int, repeats: int
 ) -> dict[str, Any]:
-    seconds: dict[str, float] = {}
-
-    @contextmanager
-    def part(name: str, title: str) -> Iterator[None]:
-        say(f"  {title}")
-        started = time.perf_counter()
-        yield
-        seconds[name] = round(time.perf_counter() - started, 2)
-
+    part = Parts()
     with part("costs", "cost per step"):
         costs = step_costs(env)
     with part("cap", "write units at the cap"):
         cap = at_the_cap(env)
     with part("rate", "rate on one account"):
         rate = rates(env, concurrency, pairs, repeats)
-    return {"costs": costs, "cap": cap, "rate": rate, "seconds": seconds}
+    return {"costs": costs, "cap": cap, "rate": rate, "seconds": part.seconds}
 
 
 def failures(section: dict[str, Any]) -> list[str]:

@@ -34,8 +34,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -43,7 +41,7 @@ from typing import Any
 
 from bench import baselines, contention, holds, writes
 from bench.capacity import PARTITION_WRITE_UNITS_PER_SECOND, Probe, item_size
-from bench.env import Environment, Handler, run_together, say, unique
+from bench.env import Environment, Handler, Parts, run_together, say, unique
 from bench.stats import ratio
 from devtools import dynamodb_local
 from serverless_credits import wiring
@@ -768,15 +766,7 @@ def _with_write_units(rate: dict[str, Any], sizes: dict[str, Any]) -> None:
 def lots(
     env: Environment, concurrency: tuple[int, ...], debits: int, repeats: int
 ) -> dict[str, Any]:
-    seconds: dict[str, float] = {}
-
-    @contextmanager
-    def part(name: str, title: str) -> Iterator[None]:
-        say(f"  {title}")
-        started = time.perf_counter()
-        yield
-        seconds[name] = round(time.perf_counter() - started, 2)
-
+    part = Parts()
     with part("sizes", "account item size and write units per change"):
         sizes = item_sizes(env)
     with part("sweep", "expiry sweep"):
@@ -784,7 +774,7 @@ def lots(
     with part("rate", "rate on one account"):
         rate = rates(env, concurrency, debits, repeats)
     _with_write_units(rate, sizes)
-    return {"sizes": sizes, "sweep": sweep, "rate": rate, "seconds": seconds}
+    return {"sizes": sizes, "sweep": sweep, "rate": rate, "seconds": part.seconds}
 
 
 def failures(section: dict[str, Any]) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,6 +55,7 @@ from serverless_credits.ledger.ports import (
     Usage,
 )
 from serverless_credits.ledger.prices import PriceCatalog
+from serverless_credits.ledger.sweeps import expire_each
 from serverless_credits.ledger.write_path import WritePath, WriteRequest
 
 logger = logging.getLogger(__name__)
@@ -67,7 +67,6 @@ SWEEP_LIMIT = 200
 # How long a capture or release of a hold the account item does not have waits for the
 # ledger to catch up before calling the hold unknown (a hold closed a moment ago).
 KNOWN_HOLD_WAIT_SECONDS = 2.0
-PARALLEL_EXPIRIES = 8
 
 
 def expiry_key(hold_id: str) -> str:
@@ -263,10 +262,7 @@ class HoldOperations:
         """Expire every hold the expiry index lists as due (the ExpirerFunction, each
         minute). A hold closed meanwhile fails its fence and is counted, not retried."""
         due = self._holds.due(self._clock(), limit)
-        outcomes: list[str] = []
-        if due:
-            with ThreadPoolExecutor(max_workers=min(PARALLEL_EXPIRIES, len(due))) as pool:
-                outcomes = list(pool.map(lambda pair: self._expire_one(*pair), due))
+        outcomes = expire_each(due, self._expire_one)
         return SweepReport(
             due=len(due),
             expired=outcomes.count("expired"),

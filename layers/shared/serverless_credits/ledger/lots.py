@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,13 +26,13 @@ from serverless_credits.domain.idempotency import fingerprint
 from serverless_credits.domain.lots import expirable, lot_expired
 from serverless_credits.domain.models import Account, EntryType, Lot, Operation, OperationResult
 from serverless_credits.ledger.ports import Accounts, LotItems
+from serverless_credits.ledger.sweeps import expire_each
 from serverless_credits.ledger.write_path import WritePath, WriteRequest
 
 logger = logging.getLogger(__name__)
 
 EXPIRED_DESCRIPTION = "Credits expired"
 SWEEP_LIMIT = 200  # due lots per index shard and sweep
-PARALLEL_EXPIRIES = 8
 # A lot changed between the read and the expiry's update (a capture burned it): read again.
 MAX_ATTEMPTS = 3
 
@@ -116,10 +115,7 @@ class LotOperations:
         """Expire every lot the expiry index lists as due (the ExpirerFunction, each
         minute); lots the account item no longer has leave the index."""
         due = self._lots.due(self._clock(), limit)
-        outcomes: list[str] = []
-        if due:
-            with ThreadPoolExecutor(max_workers=min(PARALLEL_EXPIRIES, len(due))) as pool:
-                outcomes = list(pool.map(lambda pair: self._expire_one(*pair), due))
+        outcomes = expire_each(due, self._expire_one)
         return LotSweepReport(
             due=len(due),
             expired=outcomes.count("expired"),
