@@ -5,23 +5,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from devtools.streams import StreamPoller, materializer_poller
+from serverless_credits import wiring
+from serverless_credits.config import get_settings
+from serverless_credits.domain.lots import OVERDRAFT_LOT
 from serverless_credits.domain.models import (
     Account,
     DailyUsage,
     EntryType,
     HoldStatus,
     LedgerEntry,
+    Lot,
     ReleaseReason,
     utc_now,
 )
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.ledger.prices import PriceCatalog
 from serverless_credits.storage.store import CreditsStore
 
 
@@ -224,3 +231,134 @@ def background_materializer(local_store: CreditsStore) -> Iterator[BackgroundMat
     running = BackgroundMaterializer(poller, stop, thread)
     yield running
     running.stop()
+
+
+# ---------------------------------------------------------------- credit lots
+@dataclass(frozen=True)
+class LotTerms:
+    """What a lot was granted as, as far as its burn order goes (known to the test, or
+    read from its LOT item: never from its id, whose order is what is being checked)."""
+
+    priority: int
+    expires_at: datetime | None
+    granted_at: datetime
+
+    @classmethod
+    def of(cls, lot: Lot) -> LotTerms:
+        return cls(lot.priority, lot.expires_at, lot.granted_at)
+
+    def expired(self, now: datetime) -> bool:
+        # Expiry is whole seconds: past it from its very second on.
+        return self.expires_at is not None and self.expires_at <= now
+
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def burn_model(
+    lots: Mapping[str, Decimal], amount: Decimal, terms: Mapping[str, LotTerms], now: datetime
+) -> dict[str, Decimal]:
+    """What a debit of `amount` planned at `now` must take (the issue's rule, written
+    independently of `domain.lots`): live lots by highest priority, then soonest expiry
+    (none last), then oldest; expired lots never; what they cannot pay, the overdraft."""
+    live = [lot for lot, left in lots.items() if left > 0 and not terms[lot].expired(now)]
+    live.sort(
+        key=lambda lot: (
+            -terms[lot].priority,
+            terms[lot].expires_at or _NEVER,
+            terms[lot].granted_at,
+            lot,
+        )
+    )
+    taken: dict[str, Decimal] = {}
+    for lot in live:
+        if amount <= 0:
+            break
+        take = min(lots[lot], amount)
+        taken[lot] = -take
+        amount -= take
+    if amount > 0:
+        taken[OVERDRAFT_LOT] = -amount
+    return taken
+
+
+@dataclass
+class LotReplay:
+    """An account's lots replayed from its ledger in sequence order: after every entry the
+    lots sum to `balanceAfter` and none is negative; every debit (and downward adjustment)
+    took exactly what `burn_model` takes from the lots as they were just before it, at the
+    time it was planned (`plan_times[sequence]`, else the entry's `createdAt`)."""
+
+    terms: Mapping[str, LotTerms]
+    plan_times: Mapping[int, datetime] = field(default_factory=dict)
+    lots: dict[str, Decimal] = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)  # debits that burned out of order
+    paid: dict[str, Decimal] = field(default_factory=dict)  # lot -> what debits took
+
+    def run(self, entries: list[LedgerEntry]) -> LotReplay:
+        for entry in entries:
+            burns = entry.type is EntryType.DEBIT or (
+                entry.type is EntryType.ADJUSTMENT and entry.amount < 0
+            )
+            allocation = dict(entry.lots or {})
+            if burns:
+                now = self.plan_times.get(entry.sequence, entry.created_at)
+                expected = burn_model(self.lots, -entry.amount, self.terms, now)
+                if allocation != expected:
+                    self.violations.append(
+                        f"#{entry.sequence}: took {allocation}, the order says {expected}"
+                    )
+                for lot, moved in allocation.items():
+                    self.paid[lot] = self.paid.get(lot, Decimal(0)) - moved
+            for lot, moved in allocation.items():
+                self.lots[lot] = self.lots.get(lot, Decimal(0)) + moved
+            self.lots = {lot: left for lot, left in self.lots.items() if left}
+            assert sum(self.lots.values(), Decimal(0)) == entry.balance_after, entry
+            negative = {lot: v for lot, v in self.lots.items() if v < 0 and lot != OVERDRAFT_LOT}
+            assert not negative, f"#{entry.sequence}: negative lots {negative}"
+        return self
+
+
+def lot_terms(store: CreditsStore, account_id: str) -> dict[str, LotTerms]:
+    """The terms of every lot the account was ever granted (its LOT items)."""
+    found: dict[str, LotTerms] = {}
+    after: str | None = None
+    while True:
+        page, after = store.lots.page(account_id, limit=500, after=after)
+        found.update({lot.lot_id: LotTerms.of(lot) for lot in page})
+        if after is None:
+            return found
+
+
+class PlanTimes:
+    """The writer's clock at each update that landed (the `now` the write path planned it
+    at), by account version: ledger instances whose account store records it."""
+
+    def __init__(self) -> None:
+        self.at: dict[int, datetime] = {}
+        self._lock = threading.Lock()
+
+    def instance(
+        self, store: CreditsStore, clock: Callable[[], datetime], **options: Any
+    ) -> Ledger:
+        own = CreditsStore(store.client, store.table_name)
+        real = own.accounts.apply
+
+        def apply(*args: Any, **kwargs: Any) -> Account:
+            after = real(*args, **kwargs)
+            with self._lock:
+                self.at[after.version] = kwargs["now"]
+            return after
+
+        own.accounts.apply = apply  # type: ignore[method-assign]
+        return wiring.build_ledger(
+            own, PriceCatalog(own.catalog, 60), get_settings(), clock=clock, **options
+        )
+
+
+def assert_lots_sum_to_the_balance(account: Account) -> None:
+    """What every read of the account item must show."""
+    lots = account.lots or {}
+    assert sum(lots.values(), Decimal(0)) == account.balance, account
+    assert all(left > 0 for lot, left in lots.items() if lot != OVERDRAFT_LOT), lots
+    assert account.available == account.balance - account.reserved, account
