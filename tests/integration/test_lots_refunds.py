@@ -232,14 +232,6 @@ def test_concurrent_partial_refunds_of_one_debit_never_return_more_than_it_charg
     lots.check()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core: Ledger.refund computes a refund's `returns` from `refunded` read before its "
-        "claim; two refunds that read it before either claims both return their share to "
-        "the lot burned last (the claim bounds only the total)"
-    ),
-)
 def test_overlapping_partial_refunds_return_each_lot_what_it_paid(lots: Lots) -> None:
     """Two refunds of 4 of the same debit, each reading what was refunded before the other
     claims its share (held at a barrier): between them the lots get back what they paid

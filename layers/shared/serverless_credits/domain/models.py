@@ -318,6 +318,9 @@ class Operation(Described):
     # A refund or void: the share of its amount each paying lot gets back
     # (`domain.lots.returns_of`); `lot_id` opens a new lot for shares that cannot go home.
     returns: dict[str, Credits] | None = None
+    # A refund: what earlier refunds of the charge had returned when `returns` was
+    # computed; its claim holds only while that is still so.
+    refunded_before: Credits | None = None
     # An expiry: the remainder its lot held when it was planned (`domain.lots.plan_expiry`).
     lot_seen: Credits | None = None
 

@@ -38,6 +38,16 @@ class RefundLimitReached(Exception):
         self.refunded = refunded
 
 
+class RefundStale(Exception):
+    """Another refund of the same charge claimed its share since this one computed where
+    its credits go back (`domain.lots.returns_of` depends on what was refunded before):
+    compute them again."""
+
+    def __init__(self, refunded: Decimal) -> None:
+        super().__init__("another refund of the charge claimed first")
+        self.refunded = refunded
+
+
 class EntryWrite(Enum):
     """What a conditional put of a ledger entry found."""
 

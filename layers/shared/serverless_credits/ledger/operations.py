@@ -27,6 +27,7 @@ from serverless_credits.domain.errors import (
     InsufficientCredits,
     OperationInProgress,
     RefundNotAllowed,
+    ServiceBusy,
     TransactionNotFound,
     VoidNotAllowed,
 )
@@ -50,7 +51,7 @@ from serverless_credits.domain.models import (
 )
 from serverless_credits.domain.money import normalize
 from serverless_credits.domain.operations import BILLABLE, described, sequence_of
-from serverless_credits.domain.outcomes import RefundLimitReached
+from serverless_credits.domain.outcomes import RefundLimitReached, RefundStale
 from serverless_credits.ledger.declined import count_declined
 from serverless_credits.ledger.holds import HoldOperations
 from serverless_credits.ledger.lots import LotOperations
@@ -75,6 +76,8 @@ ENTRY_WAIT_SECONDS = 3.0
 # A service may void its own debit (in full, by the debit's idempotency key) this long after
 # the debit was made; later, only an operator's refund gives credits back.
 VOID_WINDOW = timedelta(minutes=15)
+# Refunds of one charge racing each other: each round, one of them claims its share.
+MAX_REFUND_ROUNDS = 8
 
 
 def void_key(debit_key: str) -> str:
@@ -174,6 +177,17 @@ class Ledger:
         )
 
     def refund(self, command: RefundCommand) -> OperationResult:
+        """Give back all or part of one charge, to the lots that paid it. Where the credits
+        go depends on what earlier refunds of the charge gave back: a refund that another
+        claimed before it computes its returns again (`RefundStale`)."""
+        for _ in range(MAX_REFUND_ROUNDS):
+            try:
+                return self._refund_once(command)
+            except RefundStale:
+                continue
+        raise ServiceBusy("refunds of this charge kept racing: retry shortly")
+
+    def _refund_once(self, command: RefundCommand) -> OperationResult:
         account_id, key = command.account_id, command.idempotency_key
         original = self._debit_entry(account_id, command.transaction_id)
         charged = -original.amount
@@ -190,6 +204,7 @@ class Ledger:
                     original=charged,
                     amount=record.operation.amount,
                     idempotency_key=key,
+                    refunded_before=record.operation.refunded_before,
                 )
             except RefundLimitReached as refused:
                 raise RefundNotAllowed(
@@ -223,6 +238,7 @@ class Ledger:
             usage_day=original.day,
             failed_call=command.failed_call,
             actor=command.actor,
+            refunded_before=refunded,
             **self._returns(original.lots, refunded, amount),
         )
         return self.write_path.submit(

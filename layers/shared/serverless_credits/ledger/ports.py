@@ -99,6 +99,7 @@ class RefundGuards(Protocol):
         original: Decimal,
         amount: Decimal,
         idempotency_key: str,
+        refunded_before: Decimal | None = None,
     ) -> None: ...
 
 

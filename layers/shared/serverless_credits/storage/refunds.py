@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from botocore.exceptions import ClientError
 
-from serverless_credits.domain.outcomes import RefundLimitReached
+from serverless_credits.domain.outcomes import RefundLimitReached, RefundStale
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import (
     Table,
@@ -40,9 +40,23 @@ class RefundGuardStore:
         original: Decimal,
         amount: Decimal,
         idempotency_key: str,
+        refunded_before: Decimal | None = None,
     ) -> None:
         """Count `amount` against the debit unless that would exceed it; a share already
-        claimed under this key is not counted again."""
+        claimed under this key is not counted again. With `refunded_before`, only while the
+        debit's refunded total is still that (`RefundStale` otherwise): the refund's
+        returns to the lots were computed from it."""
+        condition = (
+            "attribute_not_exists(#share) AND "
+            "(attribute_not_exists(refunded) OR refunded <= :limit)"
+        )
+        named: dict[str, Decimal] = {"limit": original - amount}
+        if refunded_before is not None:
+            if refunded_before:
+                condition += " AND refunded = :before"
+                named["before"] = refunded_before
+            else:
+                condition += " AND attribute_not_exists(refunded)"
         try:
             self._table.client.update_item(
                 TableName=self._table.name,
@@ -50,14 +64,9 @@ class RefundGuardStore:
                 UpdateExpression=(
                     "ADD refunded :amount SET originalAmount = :original, #share = :amount"
                 ),
-                ConditionExpression=(
-                    "attribute_not_exists(#share) AND "
-                    "(attribute_not_exists(refunded) OR refunded <= :limit)"
-                ),
+                ConditionExpression=condition,
                 ExpressionAttributeNames={"#share": SHARE_PREFIX + idempotency_key},
-                ExpressionAttributeValues=values(
-                    amount=amount, original=original, limit=original - amount
-                ),
+                ExpressionAttributeValues=values(amount=amount, original=original, **named),
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -66,4 +75,8 @@ class RefundGuardStore:
             image = old_image(exc) or {}
             if SHARE_PREFIX + idempotency_key in image:
                 return  # claimed by an earlier attempt of this very refund
-            raise RefundLimitReached(Decimal(image.get("refunded", 0))) from exc
+            refunded = Decimal(image.get("refunded", 0))
+            stale = refunded_before is not None and refunded != refunded_before
+            if stale and refunded + amount <= original:
+                raise RefundStale(refunded) from exc
+            raise RefundLimitReached(refunded) from exc
