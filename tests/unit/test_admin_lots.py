@@ -208,6 +208,7 @@ def test_an_expired_lot_is_listed_as_expired_until_lots_expire_takes_it(
         promo,
     )
     assert entries[0].transaction_id == step["transactionId"]
+    assert entries[0].actor == ACTOR  # the operator who expired it now
 
 
 def test_an_expired_lot_that_open_holds_reserve_is_pinned_and_not_expired(

@@ -459,7 +459,7 @@ class Administration:
         steps = []
         for lot_id in expired_lots(account, self._clock()):
             remaining = (account.lots or {}).get(lot_id, Decimal(0))
-            result = self._ledger.lots.expire(request.account_id, lot_id)
+            result = self._ledger.lots.expire(request.account_id, lot_id, actor=request.actor)
             steps.append(LotExpiry(lot_id, normalize(remaining), result))
         after = self._ledger.account(request.account_id)
         self._log(

@@ -81,9 +81,12 @@ class LotOperations:
         account = self._account(account_id)
         return account, self._lots.get_many(account_id, (account.lots or {}).keys())
 
-    def expire(self, account_id: str, lot_id: str) -> OperationResult | None:
+    def expire(
+        self, account_id: str, lot_id: str, *, actor: str | None = None
+    ) -> OperationResult | None:
         """Take what an expired lot holds out of the balance, as far as open holds let it;
-        None when there is nothing to take now (spent, not expired, or pinned by holds)."""
+        None when there is nothing to take now (spent, not expired, or pinned by holds).
+        `actor`: the operator who asked for it now (`credits-admin lots expire`)."""
         account = self._account(account_id)
         for _ in range(MAX_ATTEMPTS):
             now = self._clock()
@@ -98,6 +101,7 @@ class LotOperations:
                 description=EXPIRED_DESCRIPTION,
                 lot_id=lot_id,
                 lot_seen=remaining,
+                actor=actor,
             )
             request = WriteRequest(
                 account_id,
