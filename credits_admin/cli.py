@@ -5,6 +5,7 @@ cannot be reached or fails; 2 on usage errors (argparse)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -40,7 +41,14 @@ def main(
         stack_name=args.stack_name,
         region=args.region,
     )
-    return run(request, target, printer, actor=args.actor, connect_to=connect_to)
+    try:
+        return run(request, target, printer, actor=args.actor, connect_to=connect_to)
+    except BrokenPipeError:
+        # The reader went away (`credits-admin ... | head`): stop quietly, as Unix tools
+        # do. The request itself was made; what is unread is only output.
+        if stdout is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
 
 
 def run(

@@ -859,3 +859,23 @@ def test_amounts_are_exact() -> None:
         "999999999.999999"
     )
     assert values.timestamp("2030-01-31T12:00:00+02:00") == datetime(2030, 1, 31, 10, tzinfo=UTC)
+
+
+class _ClosedPipe(io.StringIO):
+    """stdout whose reader went away (`credits-admin ... | head`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly() -> None:
+    admin = FakeAdmin()
+    err = io.StringIO()
+
+    code = cli.main(
+        ["--local", "accounts", "list"], connect_to=admin.connect, stdout=_ClosedPipe(), stderr=err
+    )
+
+    assert code == 0
+    assert len(admin.requests) == 1  # the request was made; only its output went unread
+    assert err.getvalue() == ""
