@@ -41,21 +41,44 @@ TARGETS = {"min_ratio": 0.6, "max_p99_ms": 1000.0, "give_ups": 0}
 GIVE_UPS = (ServiceBusy, OperationInProgress)
 
 
-class AccountUpdates:
-    """Counts the UpdateItem requests a client sends to the credits table's account items
-    (the attempts a debit makes on the hot item)."""
+class AccountRequests:
+    """Counts the requests of one kind a client sends to the credits table's account
+    items."""
+
+    OPERATION = ""
 
     def __init__(self, client: Any, table: str) -> None:
         self.count = 0
         self._table = table
         self._lock = threading.Lock()
-        client.meta.events.register("provide-client-params.dynamodb.UpdateItem", self._seen)
+        client.meta.events.register(f"provide-client-params.dynamodb.{self.OPERATION}", self._seen)
 
     def _seen(self, params: dict[str, Any], **_: Any) -> None:
         pk = params.get("Key", {}).get("pk", {}).get("S", "")
         if params.get("TableName") == self._table and str(pk).startswith("ACCOUNT#"):
             with self._lock:
                 self.count += 1
+
+
+class AccountUpdates(AccountRequests):
+    """The UpdateItem requests (the attempts a debit makes on the hot item)."""
+
+    OPERATION = "UpdateItem"
+
+
+def baseline_pool(env: Environment, size: int) -> list[BaselineWorker]:
+    """`size` workers of the Powertools baseline, each its own client, on one idempotency
+    table."""
+    table = baselines.create_idempotency_table(env)
+    pool = []
+    for _ in range(size):
+        client = dynamodb_local.client_for(env.endpoint)
+        pool.append(
+            BaselineWorker(
+                baselines.powertools_debit(env, client, table), AccountUpdates(client, env.table)
+            )
+        )
+    return pool
 
 
 @dataclass
@@ -281,15 +304,7 @@ def contention(
     for _ in range(size):
         store = env.store()
         design_pool.append(DesignWorker(store, AccountUpdates(store.client, env.table)))
-    table = baselines.create_idempotency_table(env)
-    baseline_pool = []
-    for _ in range(size):
-        client = dynamodb_local.client_for(env.endpoint)
-        baseline_pool.append(
-            BaselineWorker(
-                baselines.powertools_debit(env, client, table), AccountUpdates(client, env.table)
-            )
-        )
+    baselines_ = baseline_pool(env, size)
     env.drain()
     rows: list[dict[str, Any]] = []
     for workers in concurrency:
@@ -303,7 +318,7 @@ def contention(
                 if name == DESIGN:
                     run, outcome = run_design(env, design_pool[:workers], debits)
                 else:
-                    run, outcome = run_baseline(env, baseline_pool[:workers], debits)
+                    run, outcome = run_baseline(env, baselines_[:workers], debits)
                 results[name][0].append(run)
                 results[name][1].append(outcome)
         design = _combine(*results[DESIGN], workers)

@@ -39,11 +39,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bench import baselines, contention, holds, writes
+from bench import contention, holds, writes
 from bench.capacity import PARTITION_WRITE_UNITS_PER_SECOND, Probe, item_size
 from bench.env import Environment, Handler, Parts, run_together, say, unique
 from bench.stats import ratio
-from devtools import dynamodb_local
 from serverless_credits import wiring
 from serverless_credits.domain.commands import (
     CreditCommand,
@@ -458,21 +457,11 @@ def _check_sweep(
 
 
 # ---------------------------------------------------------------- 3. rate
-class AccountReads:
-    """Counts the strongly consistent `GetItem`s of account items a client sends (a cold
-    image, or a cached one that said "refuse")."""
+class AccountReads(contention.AccountRequests):
+    """The `GetItem`s of account items (a cold image, or a cached one that said
+    "refuse")."""
 
-    def __init__(self, client: Any, table: str) -> None:
-        self.count = 0
-        self._table = table
-        self._lock = threading.Lock()
-        client.meta.events.register("provide-client-params.dynamodb.GetItem", self._seen)
-
-    def _seen(self, params: dict[str, Any], **_: Any) -> None:
-        pk = params.get("Key", {}).get("pk", {}).get("S", "")
-        if params.get("TableName") == self._table and str(pk).startswith("ACCOUNT#"):
-            with self._lock:
-                self.count += 1
+    OPERATION = "GetItem"
 
 
 @dataclass
@@ -676,16 +665,7 @@ def rates(
                 AccountReads(store.client, env.table),
             )
         )
-    table = baselines.create_idempotency_table(env)
-    baseline_pool = []
-    for _ in range(size):
-        client = dynamodb_local.client_for(env.endpoint)
-        baseline_pool.append(
-            contention.BaselineWorker(
-                baselines.powertools_debit(env, client, table),
-                contention.AccountUpdates(client, env.table),
-            )
-        )
+    baseline_pool = contention.baseline_pool(env, size)
     env.drain()
     setup = round(time.perf_counter() - started, 2)
     by_name = {shape.name: shape for shape in SHAPES}
