@@ -152,8 +152,9 @@ def test_a_sample_event_works_against_the_local_stack(
     elif function == "ReconcilerFunction":
         assert body == {"accounts": 1, "filled": 0, "inconsistent": []}
     elif function == "ExpirerFunction":
-        assert set(body) == {"due", "expired", "alreadyClosed", "failed"}
-        assert body["failed"] == 0
+        assert set(body) == {"due", "expired", "alreadyClosed", "failed", "lots"}
+        assert set(body["lots"]) == {"due", "expired", "pinned", "gone", "failed"}
+        assert body["failed"] == body["lots"]["failed"] == 0
     elif "holdId" in event:  # the hold of 15 made for it: all or the rest returns
         taken = body["amount"] if event["operation"] == "capture" else 0
         assert (body["holdId"], body["released"]) == (event["holdId"], 15 - taken), body
