@@ -153,52 +153,9 @@ class WritePath:
             raise
 
     def _apply(self, record: IdempotencyRecord) -> OperationResult:
-        account_id, operation = record.account_id, record.operation
-        last_op = LastOp(
-            id=record.op_id,
-            key=record.idempotency_key,
-            type=operation.type,
-            amount=operation.amount,
-            at=record.created_at,
-            reason=operation.reason if operation.reason is ReleaseReason.EXPIRED else None,
-        )
+        account_id = record.account_id
         try:
-            view, fresh = self._view(account_id)
-            replans = 0
-            for _ in range(MAX_PLANS):
-                now = self._clock()
-                if now >= record.lease_expires_at - LEASE_MARGIN:
-                    # Too late to land safely: recovery will find it never did.
-                    raise ServiceBusy("the idempotency lease ran out before the update")
-                try:
-                    posting = posting_for(operation, now, view)
-                    check_allowed(view, posting)
-                except CreditsError:
-                    if fresh:
-                        raise
-                    # A cached image proves no refusal: only one read in this request does.
-                    view, fresh = self._read(account_id), True
-                    continue
-                lots = posting.lots.allocation() if posting.lots is not None else None
-                try:
-                    after = self._accounts.apply(
-                        account_id,
-                        posting,
-                        last_op.model_copy(update={"lots": lots or None}),
-                        assumed_overdraft=view.overdraft_limit,
-                        now=now,
-                    )
-                except ChangeRefused as refused:
-                    # The plan was stale or the operation is refused: the image that
-                    # refused it decides, on the next round.
-                    view, fresh = self._fresh(account_id, refused.current), True
-                    replans += 1
-                    if replans > CALM_PLANS:
-                        self._sleep(_replan_pause(replans))
-                    continue
-                break
-            else:
-                raise ServiceBusy("the account kept changing under the plan")
+            after = self._land(record)
         except (CreditsError, ServiceBusy, StorageError):
             # Refused, or never landed (throttled past botocore's retries): the key is
             # released for the caller's retry instead of held for the whole lease.
@@ -211,7 +168,7 @@ class WritePath:
                 raise ServiceBusy("the write's outcome is unknown") from None
             return settled
         self._remember(after)
-        result = result_of(record.op_id, operation, after)
+        result = result_of(record.op_id, record.operation, after)
         try:
             self._records.complete(
                 account_id,
@@ -224,6 +181,52 @@ class WritePath:
             # Applied all the same: the materializer completes the record from the stream.
             logger.warning("idempotency record left for the materializer to complete")
         return result
+
+    def _land(self, record: IdempotencyRecord) -> Account:
+        """Plan the operation on the account's latest known image and send its one update;
+        plan again from the image that refused it. The image after the update."""
+        account_id, operation = record.account_id, record.operation
+        last_op = LastOp(
+            id=record.op_id,
+            key=record.idempotency_key,
+            type=operation.type,
+            amount=operation.amount,
+            at=record.created_at,
+            reason=operation.reason if operation.reason is ReleaseReason.EXPIRED else None,
+        )
+        view, fresh = self._view(account_id)
+        replans = 0
+        for _ in range(MAX_PLANS):
+            now = self._clock()
+            if now >= record.lease_expires_at - LEASE_MARGIN:
+                # Too late to land safely: recovery will find it never did.
+                raise ServiceBusy("the idempotency lease ran out before the update")
+            try:
+                posting = posting_for(operation, now, view)
+                check_allowed(view, posting)
+            except CreditsError:
+                if fresh:
+                    raise
+                # A cached image proves no refusal: only one read in this request does.
+                view, fresh = self._read(account_id), True
+                continue
+            lots = posting.lots.allocation() if posting.lots is not None else None
+            try:
+                return self._accounts.apply(
+                    account_id,
+                    posting,
+                    last_op.model_copy(update={"lots": lots or None}),
+                    assumed_overdraft=view.overdraft_limit,
+                    now=now,
+                )
+            except ChangeRefused as refused:
+                # The plan was stale or the operation is refused: the image that refused
+                # it decides, on the next round.
+                view, fresh = self._fresh(account_id, refused.current), True
+                replans += 1
+                if replans > CALM_PLANS:
+                    self._sleep(_replan_pause(replans))
+        raise ServiceBusy("the account kept changing under the plan")
 
     # ------------------------------------------------------------ the account's image
     def _view(self, account_id: str) -> tuple[Account, bool]:
