@@ -418,3 +418,23 @@ def test_a_grant_retried_when_its_lot_is_about_to_expire_replays(
     assert again == first
     with pytest.raises(ValidationFailed):
         grant(ledger, 10, key="other", expires_at=expires)
+
+
+def test_a_sweep_does_not_count_another_expirers_expiry_as_its_own(
+    ledger: Ledger, moto_store: CreditsStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grant(ledger, 10, key="promo", expires_at=START + DAY)
+    clock.now = START + DAY
+    _materialize()
+    expire = ledger.lots.expire
+    first = expire(ACCOUNT, next(iter(lots(moto_store))))
+    assert first is not None
+
+    # The sweep's own call lands on the same key after the other expirer's: a replay.
+    monkeypatch.setattr(
+        ledger.lots, "expire", lambda *_, **__: first.model_copy(update={"replayed": True})
+    )
+    report = ledger.lots.sweep()
+
+    assert (report.due, report.expired, report.gone) == (1, 0, 1)
+    assert ledger.lots.sweep().due == 0  # and out of the index

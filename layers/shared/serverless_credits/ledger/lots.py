@@ -138,12 +138,16 @@ class LotOperations:
         except (CreditsError, ServiceBusy) as failure:  # throttled, another sweep's
             logger.warning("lot not expired: %r", failure, extra={"lotId": lot_id})
             return "failed"
+        # A replay is another expirer's work (the reconciler, an operator, a racing sweep).
+        expired = result is not None and not result.replayed
         if account is None or lot_id not in (account.lots or {}):
             self._lots.unlist(account_id, lot_id)  # nothing left to expire
-            return "expired" if result is not None else "gone"
-        if result is None and lot_expired(lot_id, self._clock()):
+            return "expired" if expired else "gone"
+        if expired:
+            return "expired"  # part of it: the rest is pinned by open holds
+        if lot_expired(lot_id, self._clock()):
             return "pinned"  # open holds reserve it: a later sweep takes what they free
-        return "expired" if result is not None else "failed"
+        return "failed"
 
     def _account(self, account_id: str) -> Account:
         account = self._accounts.get(account_id, consistent=True)
