@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 from devtools.api_events import ApiResponse
+from serverless_credits import wiring
+from serverless_credits.ledger.operations import Ledger
+from serverless_credits.storage.store import CreditsStore
 
 
 class Clock:
@@ -15,6 +19,18 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+def materializing_ledger(
+    store: CreditsStore, materialize: Callable[[], int], clock: Clock
+) -> Ledger:
+    """The process's ledger on a test's clock, except that waiting (for a fresh entry, a
+    hold the ledger has not caught up with) runs the materializer over the stream."""
+
+    def materialize_meanwhile(_: float) -> None:
+        materialize()
+
+    return wiring.build_ledger(store, wiring.prices(), clock=clock, sleep=materialize_meanwhile)
 
 
 def assert_invalid(response: ApiResponse, field: str, status: int) -> None:

@@ -13,7 +13,6 @@ from typing import Any, NoReturn
 
 import pytest
 
-from serverless_credits import wiring
 from serverless_credits.domain.commands import (
     CreateAccountCommand,
     DebitCommand,
@@ -29,7 +28,7 @@ from serverless_credits.storage.directory import AccountDirectory
 from serverless_credits.storage.items import Table
 from serverless_credits.storage.store import CreditsStore
 from serverless_credits.transport import admin_api
-from tests.support import Clock
+from tests.support import Clock, materializing_ledger
 
 ACTOR = "ops@example"
 ACCOUNT = "acct_oplots"
@@ -50,12 +49,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ledger(moto_store: CreditsStore, materialize: Callable[[], int], clock: Clock) -> Ledger:
-    def materialize_meanwhile(_: float) -> None:
-        materialize()
-
-    ledger = wiring.build_ledger(
-        moto_store, wiring.prices(), clock=clock, sleep=materialize_meanwhile
-    )
+    ledger = materializing_ledger(moto_store, materialize, clock)
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT))
     return ledger
 

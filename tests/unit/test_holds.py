@@ -59,7 +59,7 @@ from serverless_credits.ledger.operations import Ledger
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import from_item
 from serverless_credits.storage.store import CreditsStore
-from tests.support import Clock
+from tests.support import Clock, materializing_ledger
 
 ACCOUNT = "acct_holds"
 OTHER_ACCOUNT = "acct_other"
@@ -87,13 +87,7 @@ def clock() -> Clock:
 @pytest.fixture
 def ledger(moto_store: CreditsStore, materialize: Callable[[], int], clock: Clock) -> Ledger:
     """The process's ledger on the test's clock, except that waiting runs the materializer."""
-
-    def materialize_meanwhile(_: float) -> None:
-        materialize()
-
-    return wiring.build_ledger(
-        moto_store, wiring.prices(), clock=clock, sleep=materialize_meanwhile
-    )
+    return materializing_ledger(moto_store, materialize, clock)
 
 
 @pytest.fixture

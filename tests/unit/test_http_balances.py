@@ -30,7 +30,7 @@ from serverless_credits.reads.cursor import CursorSigner
 from serverless_credits.storage import keys
 from serverless_credits.storage.items import key as item_key
 from serverless_credits.storage.store import CreditsStore
-from tests.support import Clock, assert_invalid
+from tests.support import Clock, assert_invalid, materializing_ledger
 
 ACCOUNT = "acct_lots_api"
 START = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -61,12 +61,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ledger(moto_store: CreditsStore, materialize: Callable[[], int], clock: Clock) -> Ledger:
-    def materialize_meanwhile(_: float) -> None:
-        materialize()
-
-    ledger = wiring.build_ledger(
-        moto_store, wiring.prices(), clock=clock, sleep=materialize_meanwhile
-    )
+    ledger = materializing_ledger(moto_store, materialize, clock)
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT))
     api_key(moto_store, ACCOUNT)
     return ledger

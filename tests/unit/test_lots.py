@@ -39,7 +39,7 @@ from serverless_credits.domain.models import Account, EntryType, LedgerEntry
 from serverless_credits.ledger.operations import Ledger
 from serverless_credits.storage import keys
 from serverless_credits.storage.store import CreditsStore
-from tests.support import Clock
+from tests.support import Clock, materializing_ledger
 
 ACCOUNT = "acct_lots"
 START = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -64,12 +64,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def ledger(moto_store: CreditsStore, materialize: Callable[[], int], clock: Clock) -> Ledger:
-    def materialize_meanwhile(_: float) -> None:
-        materialize()
-
-    ledger = wiring.build_ledger(
-        moto_store, wiring.prices(), clock=clock, sleep=materialize_meanwhile
-    )
+    ledger = materializing_ledger(moto_store, materialize, clock)
     ledger.create_account(CreateAccountCommand(account_id=ACCOUNT))
     return ledger
 
